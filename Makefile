@@ -1,0 +1,43 @@
+# PGXS build of the ivfpq extension: `make`, `make install`, `make installcheck`.
+#
+# The core (src/core, no Postgres headers) and the Postgres glue (src/*.cpp) are
+# linked into one shared library together with Debian's static libfaiss.a.  The
+# core is also built on its own by CMakeLists.txt for the unit tests.
+
+EXTENSION  = ivfpq
+EXTVERSION = 0.1
+
+MODULE_big = ivfpq
+GLUE_SRCS  = $(sort $(wildcard src/*.cpp))
+CORE_SRCS  = $(sort $(wildcard src/core/*.cpp))
+OBJS       = $(GLUE_SRCS:.cpp=.o) $(CORE_SRCS:.cpp=.o)
+
+# The install script is assembled from ordered parts so that each area of the
+# SQL surface (type, operators, access method, functions) lives in its own file.
+SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+
+# pg_regress: every sql/<name>.sql except the generated install script.
+REGRESS      = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+
+WERROR ?= -Werror
+PG_CPPFLAGS  = -I$(srcdir)/src -I$(srcdir)/src/core
+PG_CXXFLAGS  = -std=c++17 -fopenmp -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+               -Wno-cast-function-type -Wno-register $(WERROR)
+# Static FAISS plus what it needs; keep FAISS/C++ symbols out of the dynamic table.
+SHLIB_LINK  += -Wl,--exclude-libs,ALL /usr/lib/x86_64-linux-gnu/libfaiss.a \
+               -lopenblas -llapack -fopenmp -lgomp -lstdc++ -lm
+
+# Debian's PG15 is built with LLVM JIT; we do not ship bitcode (no clang needed).
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(DATA_built): $(SQL_PARTS)
+	cat $(SQL_PARTS) > $@
+
+# Every object depends on the core API headers.
+$(OBJS): $(wildcard src/*.h) $(wildcard src/core/*.h)

@@ -1,0 +1,231 @@
+/*
+ * ivfpq_core.h
+ *		Public API of the ivfpq core: distances, training, encoding, distance
+ *		tables and ADC scan kernels.
+ *
+ * The core is plain C++17 on FAISS and knows nothing about Postgres.  This
+ * header is the only core header the Postgres glue includes, so it pulls in
+ * nothing but <cstddef>/<cstdint> and may be included after postgres.h.
+ *
+ * Error contract: core functions report failure by throwing (see
+ * core_error.h, which only core code includes).  The glue never calls a
+ * throwing function directly: it goes through InvokeGuarded(), which catches
+ * everything and hands back a plain Failure record; the glue then raises
+ * ereport() once no C++ frame is left on the stack.
+ *
+ * Conventions: vectors are float32, row-major; "dim" is the number of
+ * dimensions; an "ordering distance" is a value where smaller is better (L2
+ * uses squared distance, inner product uses the negated product).
+ */
+#ifndef IVFPQ_CORE_H
+#define IVFPQ_CORE_H
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ivfpq::core {
+
+/* ---------- errors and the guard ---------- */
+
+enum class ErrorKind : int
+{
+	None = 0,
+	InvalidParameter = 1,	/* caller passed something unusable (22023) */
+	DataException = 2,		/* bad data, e.g. NaN in a training vector (22000) */
+	OutOfMemory = 3,		/* std::bad_alloc or a budget exceeded (53200) */
+	Cancelled = 4,			/* the interrupt check asked us to stop (57014) */
+	Internal = 5,			/* a bug or an unexpected library failure (XX000) */
+	Unknown = 6				/* something that was not a std::exception (XX000) */
+};
+
+/* Plain-old-data description of a failure, filled by InvokeGuarded(). */
+struct Failure
+{
+	ErrorKind	kind;
+	char		message[1024];
+};
+
+/*
+ * Run fn(arg), catching every exception (including "...").  Returns true on
+ * success; on failure returns false with *failure filled in.  Never throws.
+ */
+bool		InvokeGuarded(void (*fn) (void *), void *arg, Failure *failure) noexcept;
+
+/*
+ * Cancellation: the glue installs a function that says whether the caller
+ * wants the current computation to stop (Postgres: InterruptPending).  Core
+ * loops and FAISS (through its InterruptCallback) poll it; when it returns
+ * true the computation throws a Cancelled error.  The function may be called
+ * from any thread, so it must only read a flag.
+ */
+using InterruptCheck = bool (*) ();
+void		SetInterruptCheck(InterruptCheck check);
+/* Throws a Cancelled error if the installed check says so. */
+void		CheckInterrupt();
+
+/* ---------- distance kernels (runtime CPU dispatch) ---------- */
+
+enum class KernelSet : int
+{
+	Auto = 0,		/* best available on this CPU */
+	Portable = 1,	/* plain C++ loops */
+	Avx2 = 2		/* AVX2 + FMA; only selectable when the CPU has them */
+};
+
+/* Select kernels; returns false (and changes nothing) if unsupported here. */
+bool		UseKernels(KernelSet set);
+/* "avx2+fma" or "portable": the kernels in use now. */
+const char *ActiveKernelName();
+
+float		L2SquaredDistance(const float *a, const float *b, size_t dim);
+float		InnerProduct(const float *a, const float *b, size_t dim);
+float		SquaredNorm(const float *a, size_t dim);
+/* Cosine distance 1 - a.b/(|a||b|); NaN if either vector has zero norm. */
+double		CosineDistance(const float *a, const float *b, size_t dim);
+
+/* ---------- k-means (FAISS) ---------- */
+
+/*
+ * Train k centroids on n x dim points with FAISS k-means (L2).  Writes
+ * k x dim floats to centroids_out.  Throws InvalidParameter if n < k or k or
+ * dim is 0; Cancelled if interrupted.  threads <= 0 means "leave as is".
+ */
+void		KMeans(const float *points, size_t n, size_t dim, size_t k,
+				   int iterations, uint64_t seed, int threads,
+				   float *centroids_out);
+
+/* ---------- the IVF_PQ quantizer ---------- */
+
+enum class Metric : int
+{
+	L2 = 0,				/* ordering distance: squared L2 */
+	InnerProduct = 1,	/* ordering distance: -(q . x) */
+	Cosine = 2			/* caller normalizes vectors; then as L2 */
+};
+
+/*
+ * A trained quantizer, as a view over arrays owned by the caller (the glue
+ * keeps them in a Postgres memory context).
+ *	centroids:	lists x dim
+ *	codebooks:	m x ksub x dsub, dsub = dim / m, ksub = 1 << nbits
+ */
+struct QuantizerView
+{
+	size_t		dim;
+	size_t		lists;
+	size_t		m;
+	size_t		nbits;
+	Metric		metric;
+	const float *centroids;
+	const float *codebooks;
+};
+
+inline size_t
+SubDim(const QuantizerView &q)
+{
+	return q.dim / q.m;
+}
+
+inline size_t
+CodebookSize(const QuantizerView &q)
+{
+	return size_t(1) << q.nbits;
+}
+
+struct TrainConfig
+{
+	size_t		dim;
+	size_t		lists;
+	size_t		m;
+	size_t		nbits;				/* only 8 is supported for now */
+	int			coarse_iterations;	/* k-means iterations for centroids */
+	int			pq_iterations;		/* k-means iterations per sub-quantizer */
+	size_t		max_pq_rows;		/* residual rows used to train the PQ */
+	uint64_t	seed;
+	int			threads;			/* OpenMP threads for training; <= 0 = as is */
+};
+
+/*
+ * Bytes of working memory Train() needs beyond the sample itself, so the
+ * glue can check maintenance_work_mem before starting.
+ */
+size_t		TrainingMemoryBytes(const TrainConfig &config, size_t sample_rows);
+
+/*
+ * Train coarse centroids and residual PQ codebooks on sample (n x dim; for
+ * Cosine the caller has normalized it).  Writes lists x dim floats to
+ * centroids_out and m x ksub x dsub floats to codebooks_out.  If n is smaller
+ * than lists or than ksub the training still succeeds with duplicated
+ * centroids (a tiny table must still get a working index); n must be >= 1.
+ * Throws InvalidParameter for inconsistent dims (dim % m != 0, nbits != 8...).
+ */
+void		Train(const TrainConfig &config, const float *sample, size_t n,
+				  float *centroids_out, float *codebooks_out);
+
+/*
+ * Nearest centroid (L2) for each of n vectors: lists_out[i] in [0, lists).
+ * Insertion always assigns by L2 (residuals stay small), whatever the metric.
+ */
+void		AssignLists(const QuantizerView &q, const float *x, size_t n,
+						int32_t *lists_out);
+
+/*
+ * PQ-encode the residuals x[i] - centroid[lists[i]]: writes n x m bytes
+ * (row-major, one byte per sub-quantizer) to codes_out.
+ */
+void		EncodeResiduals(const QuantizerView &q, const float *x,
+							const int32_t *lists, size_t n, uint8_t *codes_out);
+
+/*
+ * Ordering distance from query to every centroid, used to choose the lists
+ * to probe (smaller = probe first).  L2/Cosine: squared L2; InnerProduct:
+ * -(q . c).  Writes q.lists floats.
+ */
+void		CentroidDistances(const QuantizerView &q, const float *query,
+							  float *distances_out);
+
+/*
+ * Distance table of one list for a query: table_out gets m x ksub floats and
+ * *bias_out a constant, so that the ADC ordering distance of a code c is
+ *		bias + sum_j table[j * ksub + c[j]].
+ * L2/Cosine: table over the residual query - centroid[list], bias 0.
+ * InnerProduct: table = -(query_j . codeword), bias = -(query . centroid).
+ */
+void		ComputeDistanceTable(const QuantizerView &q, const float *query,
+								 int32_t list, float *table_out, float *bias_out);
+
+/* ---------- blocked code layout and the ADC scan ---------- */
+
+/*
+ * On list pages codes are stored in blocks of kCodeBlock entries; inside a
+ * block the bytes are sub-quantizer major: byte (j * kCodeBlock + i) is
+ * sub-quantizer j of entry i.  Entry e of an area lives in block
+ * e / kCodeBlock.  This lets the scan kernel load one byte of 8 codes at once.
+ */
+constexpr size_t kCodeBlock = 8;
+
+/* Bytes needed for n entries (rounded up to whole blocks). */
+inline size_t
+BlockedCodeBytes(size_t n, size_t m)
+{
+	return (n + kCodeBlock - 1) / kCodeBlock * kCodeBlock * m;
+}
+
+/* Write/read entry 'index' of a blocked area from/to a row-major m-byte code. */
+void		StoreBlockedCode(uint8_t *blocks, size_t index, size_t m,
+							 const uint8_t *code);
+void		LoadBlockedCode(const uint8_t *blocks, size_t index, size_t m,
+							uint8_t *code);
+
+/*
+ * ADC scan: for entries [0, n) of a blocked area, out[i] = bias + sum_j
+ * table[j * ksub + code_i[j]].  Bytes of a partial last block beyond n are
+ * read but their results are not written.
+ */
+void		ScanBlockedCodes(const float *table, size_t m, size_t ksub,
+							 const uint8_t *blocks, size_t n, float bias,
+							 float *out);
+
+}							/* namespace ivfpq::core */
+
+#endif							/* IVFPQ_CORE_H */

@@ -1,0 +1,96 @@
+/*
+ * ivfpq.cpp
+ *		Module load: GUCs, the interrupt bridge to the core, and the reporting
+ *		half of the core-call guard.
+ */
+#include "ivfpq.h"
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+}
+
+int			ivfpq_probes = 10;
+int			ivfpq_rerank = 100;
+int			ivfpq_max_probes = 0;
+
+/*
+ * Called by core loops and FAISS threads: only reads signal-set flags, never
+ * calls Postgres.
+ */
+static bool
+IvfpqInterruptRequested()
+{
+	return QueryCancelPending || ProcDiePending;
+}
+
+extern "C" void
+IvfpqReportCoreFailure(const char *what, const ivfpq::core::Failure *failure)
+{
+	using ivfpq::core::ErrorKind;
+
+	switch (failure->kind)
+	{
+		case ErrorKind::Cancelled:
+			/* Let Postgres raise its own cancel / timeout / terminate error. */
+			CHECK_FOR_INTERRUPTS();
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("canceling %s", what)));
+			break;
+		case ErrorKind::InvalidParameter:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s: %s", what, failure->message)));
+			break;
+		case ErrorKind::DataException:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("%s: %s", what, failure->message)));
+			break;
+		case ErrorKind::OutOfMemory:
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory during %s", what),
+					 errdetail("%s", failure->message)));
+			break;
+		case ErrorKind::None:
+		case ErrorKind::Internal:
+		case ErrorKind::Unknown:
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("%s failed: %s", what, failure->message)));
+			break;
+	}
+	pg_unreachable();
+}
+
+void
+_PG_init(void)
+{
+	ivfpq::core::SetInterruptCheck(IvfpqInterruptRequested);
+
+	DefineCustomIntVariable("ivfpq.probes",
+							"Number of lists an ivfpq index scan probes first.",
+							"Higher values find more true neighbours and cost more time.",
+							&ivfpq_probes, 10, 1, 65536,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ivfpq.rerank",
+							"Number of PQ candidates re-ranked with exact distances from the heap.",
+							"0 returns rows in PQ (approximate) order without reading the heap.",
+							&ivfpq_rerank, 100, 0, 100000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ivfpq.max_probes",
+							"Upper bound on lists an iterative scan may probe when more rows are asked for.",
+							"0 means no bound (all lists).",
+							&ivfpq_max_probes, 0, 0, 65536,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("ivfpq");
+
+	IvfpqInitReloptions();
+}

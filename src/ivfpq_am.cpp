@@ -1,0 +1,249 @@
+/*
+ * ivfpq_am.cpp
+ *		The access method handler: capabilities, reloptions, cost estimate,
+ *		opclass validation and build phase names.
+ */
+#include <cfloat>
+
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "access/relscan.h"
+#include "catalog/pg_opclass.h"
+#include "commands/vacuum.h"
+#include "commands/progress.h"
+#include "optimizer/optimizer.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/selfuncs.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(ivfpqhandler);
+PG_FUNCTION_INFO_V1(ivfpq_metric_l2);
+PG_FUNCTION_INFO_V1(ivfpq_metric_ip);
+PG_FUNCTION_INFO_V1(ivfpq_metric_cosine);
+}
+
+static relopt_kind ivfpq_relopt_kind;
+
+/* Register the index options; called once from _PG_init. */
+void
+IvfpqInitReloptions(void)
+{
+	ivfpq_relopt_kind = add_reloption_kind();
+	add_int_reloption(ivfpq_relopt_kind, "lists",
+					  "Number of inverted lists (0 = derived from the table size)",
+					  0, 0, IVFPQ_MAX_LISTS, AccessExclusiveLock);
+	add_int_reloption(ivfpq_relopt_kind, "m",
+					  "Bytes per PQ code; must divide the dimensions (0 = derived)",
+					  0, 0, IVFPQ_MAX_M, AccessExclusiveLock);
+	add_int_reloption(ivfpq_relopt_kind, "nbits",
+					  "Bits per sub-quantizer code (8)",
+					  IVFPQ_DEFAULT_NBITS, 1, 16, AccessExclusiveLock);
+	add_int_reloption(ivfpq_relopt_kind, "sample_rows",
+					  "Rows sampled to train centroids and codebooks (0 = derived)",
+					  0, 0, 10000000, AccessExclusiveLock);
+}
+
+/* Parse and validate WITH (...) options. */
+static bytea *
+ivfpqoptions(Datum reloptions, bool validate)
+{
+	static const relopt_parse_elt tab[] = {
+		{"lists", RELOPT_TYPE_INT, offsetof(IvfpqOptions, lists)},
+		{"m", RELOPT_TYPE_INT, offsetof(IvfpqOptions, m)},
+		{"nbits", RELOPT_TYPE_INT, offsetof(IvfpqOptions, nbits)},
+		{"sample_rows", RELOPT_TYPE_INT, offsetof(IvfpqOptions, sample_rows)},
+	};
+	IvfpqOptions *options;
+
+	options = (IvfpqOptions *) build_reloptions(reloptions, validate, ivfpq_relopt_kind,
+												sizeof(IvfpqOptions), tab, lengthof(tab));
+	if (validate && options != NULL && options->nbits != 8)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nbits = %d is not supported", options->nbits),
+				 errdetail("ivfpq currently stores 8-bit PQ codes (256 codewords per sub-quantizer)."),
+				 errhint("Omit nbits or set nbits = 8.")));
+	return (bytea *) options;
+}
+
+/* The metric of an index, from its opclass's metric support function. */
+int
+IvfpqGetMetric(Relation index)
+{
+	FmgrInfo   *proc = index_getprocinfo(index, 1, IVFPQ_METRIC_PROC);
+	int			metric = DatumGetInt32(FunctionCall1(proc, (Datum) 0));
+
+	if (metric < IVFPQ_METRIC_L2 || metric > IVFPQ_METRIC_COSINE)
+		elog(ERROR, "ivfpq: unknown metric %d from opclass", metric);
+	return metric;
+}
+
+/* Core view over a cached quantizer. */
+ivfpq::core::QuantizerView
+IvfpqView(const IvfpqQuantizer *q)
+{
+	ivfpq::core::QuantizerView view;
+
+	view.dim = (size_t) q->dim;
+	view.lists = (size_t) q->lists;
+	view.m = (size_t) q->m;
+	view.nbits = (size_t) q->nbits;
+	view.metric = (ivfpq::core::Metric) q->metric;
+	view.centroids = q->centroids;
+	view.codebooks = q->codebooks;
+	return view;
+}
+
+/*
+ * Cost: all work (centroid distances, probed lists, rerank fetches) happens
+ * before the first row, so it is all startup cost.  Without an ORDER BY
+ * distance the index is useless: return a prohibitive cost.
+ */
+static void
+ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
+				  Cost *indexStartupCost, Cost *indexTotalCost,
+				  Selectivity *indexSelectivity, double *indexCorrelation,
+				  double *indexPages)
+{
+	GenericCosts costs;
+	Relation	index;
+	IvfpqMetaPageData meta;
+	double		ratio;
+	double		tuples = path->indexinfo->tuples;
+
+	if (path->indexorderbys == NIL)
+	{
+		*indexStartupCost = DBL_MAX / 1e6;
+		*indexTotalCost = DBL_MAX / 1e6;
+		*indexSelectivity = 0;
+		*indexCorrelation = 0;
+		*indexPages = 0;
+		return;
+	}
+
+	index = index_open(path->indexinfo->indexoid, NoLock);
+	IvfpqReadMeta(index, &meta);
+	index_close(index, NoLock);
+
+	ratio = meta.lists > 0 ? (double) ivfpq_probes / meta.lists : 1.0;
+	if (ratio > 1.0 || !meta.trained)
+		ratio = 1.0;
+
+	MemSet(&costs, 0, sizeof(costs));
+	costs.numIndexTuples = tuples * ratio;
+	genericcostestimate(root, path, loop_count, &costs);
+
+	/* Distances to every centroid, and the rerank's heap reads. */
+	costs.indexTotalCost += meta.lists * cpu_operator_cost * Max(1, (int) meta.dim / 64);
+	costs.indexTotalCost += Min(ivfpq_rerank, tuples) * (seq_page_cost + cpu_operator_cost);
+
+	*indexStartupCost = costs.indexTotalCost;
+	*indexTotalCost = costs.indexTotalCost;
+	*indexSelectivity = costs.indexSelectivity;
+	*indexCorrelation = 0;
+	*indexPages = costs.numIndexPages;
+}
+
+/* Opclass validation: we accept any opclass that has both support functions. */
+static bool
+ivfpqvalidate(Oid opclassoid)
+{
+	return true;
+}
+
+/* Names of our build sub-phases in pg_stat_progress_create_index. */
+static char *
+ivfpqbuildphasename(int64 phasenum)
+{
+	switch (phasenum)
+	{
+		case PROGRESS_CREATEIDX_SUBPHASE_INITIALIZE:
+			return (char *) "initializing";
+		case IVFPQ_PHASE_SAMPLE:
+			return (char *) "sampling rows";
+		case IVFPQ_PHASE_TRAIN:
+			return (char *) "training centroids and codebooks";
+		case IVFPQ_PHASE_ENCODE:
+			return (char *) "assigning and encoding rows";
+		case IVFPQ_PHASE_SORT:
+			return (char *) "sorting codes by list";
+		case IVFPQ_PHASE_WRITE:
+			return (char *) "writing lists";
+		default:
+			return NULL;
+	}
+}
+
+/* The handler: what ivfpq can do and where each callback lives. */
+extern "C" Datum
+ivfpqhandler(PG_FUNCTION_ARGS)
+{
+	IndexAmRoutine *amroutine = makeNode(IndexAmRoutine);
+
+	amroutine->amstrategies = 0;
+	amroutine->amsupport = IVFPQ_NUM_PROCS;
+	amroutine->amoptsprocnum = 0;
+	amroutine->amcanorder = false;
+	amroutine->amcanorderbyop = true;
+	amroutine->amcanbackward = false;
+	amroutine->amcanunique = false;
+	amroutine->amcanmulticol = false;
+	amroutine->amoptionalkey = true;
+	amroutine->amsearcharray = false;
+	amroutine->amsearchnulls = false;
+	amroutine->amstorage = false;
+	amroutine->amclusterable = false;
+	amroutine->ampredlocks = false;
+	amroutine->amcanparallel = false;
+	amroutine->amcaninclude = false;
+	amroutine->amusemaintenanceworkmem = true;
+	amroutine->amparallelvacuumoptions = VACUUM_OPTION_PARALLEL_BULKDEL;
+	amroutine->amkeytype = InvalidOid;
+
+	amroutine->ambuild = ivfpqbuild;
+	amroutine->ambuildempty = ivfpqbuildempty;
+	amroutine->aminsert = ivfpqinsert;
+	amroutine->ambulkdelete = ivfpqbulkdelete;
+	amroutine->amvacuumcleanup = ivfpqvacuumcleanup;
+	amroutine->amcanreturn = NULL;
+	amroutine->amcostestimate = ivfpqcostestimate;
+	amroutine->amoptions = ivfpqoptions;
+	amroutine->amproperty = NULL;
+	amroutine->ambuildphasename = ivfpqbuildphasename;
+	amroutine->amvalidate = ivfpqvalidate;
+	amroutine->amadjustmembers = NULL;
+	amroutine->ambeginscan = ivfpqbeginscan;
+	amroutine->amrescan = ivfpqrescan;
+	amroutine->amgettuple = ivfpqgettuple;
+	amroutine->amgetbitmap = NULL;
+	amroutine->amendscan = ivfpqendscan;
+	amroutine->ammarkpos = NULL;
+	amroutine->amrestrpos = NULL;
+	amroutine->amestimateparallelscan = NULL;
+	amroutine->aminitparallelscan = NULL;
+	amroutine->amparallelrescan = NULL;
+
+	PG_RETURN_POINTER(amroutine);
+}
+
+/* Metric tags, used as support function 2 of the opclasses. */
+extern "C" Datum
+ivfpq_metric_l2(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(IVFPQ_METRIC_L2);
+}
+
+extern "C" Datum
+ivfpq_metric_ip(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(IVFPQ_METRIC_IP);
+}
+
+extern "C" Datum
+ivfpq_metric_cosine(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(IVFPQ_METRIC_COSINE);
+}

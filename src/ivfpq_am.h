@@ -1,0 +1,197 @@
+/*
+ * ivfpq_am.h
+ *		The ivfpq index access method: page layout, options, and the functions
+ *		shared by the files of each AM phase (build, insert, scan, vacuum).
+ *
+ * Index layout (block numbers are fixed at build time, except list pages):
+ *	block 0						metapage (IvfpqMetaPageData)
+ *	centroid_start ...			coarse centroids, lists x dim float32, packed
+ *								IVFPQ_FLOATS_PER_PAGE per page, consecutive pages
+ *	codebook_start ...			PQ codebooks, m x ksub x dsub float32, same packing
+ *	directory_start ...			list directory, IVFPQ_DIR_ENTRIES_PER_PAGE
+ *								IvfpqDirEntryData per page, consecutive pages
+ *	(anything after)			list pages: a chain per list, linked by next_block
+ *
+ * A list page holds up to meta->list_page_capacity entries (a multiple of
+ * kCodeBlock): an array of heap TIDs, then the PQ codes in the core's blocked
+ * layout (blocks of 8 entries, sub-quantizer major), so the scan kernel reads
+ * codes straight from the buffer.  pd_lower covers the whole layout, so
+ * GenericXLog sees a standard page without a hole.
+ *
+ * Every page carries IvfpqPageOpaqueData in its special space, with a page id
+ * so tools can recognise our pages.
+ */
+#ifndef IVFPQ_AM_H
+#define IVFPQ_AM_H
+
+#include "ivfpq.h"
+#include "ivfpq_vector.h"
+
+extern "C"
+{
+#include "access/amapi.h"
+#include "access/generic_xlog.h"
+#include "access/reloptions.h"
+#include "nodes/execnodes.h"
+#include "storage/bufmgr.h"
+#include "storage/bufpage.h"
+#include "storage/itemptr.h"
+#include "utils/relcache.h"
+}
+
+#define IVFPQ_MAGIC				0x49565051	/* "IVPQ" */
+#define IVFPQ_VERSION			1
+#define IVFPQ_PAGE_ID			0xFF8A
+#define IVFPQ_METAPAGE_BLKNO	0
+
+/* page types (IvfpqPageOpaqueData.page_type) */
+#define IVFPQ_PAGE_META			1
+#define IVFPQ_PAGE_FLOATS		2	/* centroids or codebooks */
+#define IVFPQ_PAGE_DIRECTORY	3
+#define IVFPQ_PAGE_LIST			4
+
+/* support functions of the opclasses */
+#define IVFPQ_DISTANCE_PROC		1	/* exact distance, vector x vector -> float8 */
+#define IVFPQ_METRIC_PROC		2	/* returns the metric (IvfpqMetric) as int4 */
+#define IVFPQ_NUM_PROCS			2
+
+/* metrics, same values as ivfpq::core::Metric */
+#define IVFPQ_METRIC_L2			0
+#define IVFPQ_METRIC_IP			1
+#define IVFPQ_METRIC_COSINE		2
+
+/* option limits */
+#define IVFPQ_MAX_LISTS			65536
+#define IVFPQ_MAX_M				1000
+#define IVFPQ_DEFAULT_NBITS		8
+
+/* build progress sub-phases (pg_stat_progress_create_index.phase) */
+#define IVFPQ_PHASE_SAMPLE		2
+#define IVFPQ_PHASE_TRAIN		3
+#define IVFPQ_PHASE_ENCODE		4
+#define IVFPQ_PHASE_SORT		5
+#define IVFPQ_PHASE_WRITE		6
+
+typedef struct IvfpqPageOpaqueData
+{
+	BlockNumber next_block;		/* next page of a list chain, or Invalid */
+	uint16		entry_count;	/* list pages: entries in use */
+	uint16		page_type;		/* IVFPQ_PAGE_* */
+	uint16		unused;
+	uint16		page_id;		/* IVFPQ_PAGE_ID */
+} IvfpqPageOpaqueData;
+
+typedef IvfpqPageOpaqueData *IvfpqPageOpaque;
+
+#define IvfpqPageGetOpaque(page) ((IvfpqPageOpaque) PageGetSpecialPointer(page))
+
+typedef struct IvfpqMetaPageData
+{
+	uint32		magic;
+	uint32		version;
+	uint32		dim;
+	uint32		lists;
+	uint32		m;
+	uint32		nbits;
+	uint32		metric;			/* IVFPQ_METRIC_* */
+	uint32		trained;		/* 0: empty at build, no codebooks (exact scan) */
+	BlockNumber centroid_start;
+	BlockNumber codebook_start;
+	BlockNumber directory_start;
+	uint32		list_page_capacity; /* entries per list page */
+	uint64		training_rows;	/* rows in the training sample */
+	uint64		build_rows;		/* rows indexed by the build */
+	uint64		build_id;		/* changes whenever centroids/codebooks change */
+} IvfpqMetaPageData;
+
+typedef IvfpqMetaPageData *IvfpqMetaPage;
+
+#define IvfpqPageGetMeta(page) ((IvfpqMetaPage) PageGetContents(page))
+
+typedef struct IvfpqDirEntryData
+{
+	BlockNumber first_block;	/* first page of the list, or Invalid */
+	BlockNumber tail_block;		/* hint: last page (inserts go here) */
+} IvfpqDirEntryData;
+
+typedef IvfpqDirEntryData *IvfpqDirEntry;
+
+/* Usable bytes of a page between the header and the special space. */
+#define IVFPQ_PAGE_CONTENT_BYTES \
+	(BLCKSZ - MAXALIGN(SizeOfPageHeaderData) - MAXALIGN(sizeof(IvfpqPageOpaqueData)))
+#define IVFPQ_FLOATS_PER_PAGE		(IVFPQ_PAGE_CONTENT_BYTES / sizeof(float))
+#define IVFPQ_DIR_ENTRIES_PER_PAGE	(IVFPQ_PAGE_CONTENT_BYTES / sizeof(IvfpqDirEntryData))
+
+/* reloptions */
+typedef struct IvfpqOptions
+{
+	int32		vl_len_;		/* varlena header */
+	int			lists;			/* 0 = derive from the table size */
+	int			m;				/* 0 = derive from the dimensions */
+	int			nbits;
+	int			sample_rows;	/* 0 = derive from lists */
+} IvfpqOptions;
+
+/*
+ * Everything a backend needs of an index's quantizer, read once from its pages
+ * and cached (ivfpq_pages.cpp).  Arrays live in the cache's memory context.
+ */
+typedef struct IvfpqQuantizer
+{
+	Oid			index_oid;
+	Oid			relfilenode;
+	uint64		build_id;
+	int			dim;
+	int			lists;
+	int			m;
+	int			nbits;
+	int			metric;
+	bool		trained;
+	int			list_page_capacity;
+	BlockNumber directory_start;
+	float	   *centroids;		/* lists x dim */
+	float	   *codebooks;		/* m x ksub x dsub */
+	int			pin_count;		/* scans using it in this transaction */
+	MemoryContext context;
+} IvfpqQuantizer;
+
+/* ---------- ivfpq_am.cpp ---------- */
+extern "C" Datum ivfpqhandler(PG_FUNCTION_ARGS);
+extern void IvfpqInitReloptions(void);
+extern int	IvfpqGetMetric(Relation index);
+extern ivfpq::core::QuantizerView IvfpqView(const IvfpqQuantizer *q);
+
+/* ---------- ivfpq_pages.cpp ---------- */
+extern void IvfpqInitPage(Page page, uint16 page_type);
+extern Buffer IvfpqNewBuffer(Relation index, ForkNumber fork);
+extern void IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta);
+extern Size IvfpqListTidOffset(void);
+extern Size IvfpqListCodeOffset(int capacity);
+extern int	IvfpqListPageCapacity(int m);
+extern ItemPointer IvfpqListTids(Page page);
+extern uint8 *IvfpqListCodes(Page page, int capacity);
+extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
+								 Size count, BlockNumber *first_block);
+extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
+extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
+extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list,
+							  IvfpqDirEntryData *entry);
+extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,
+							 ItemPointer tid, const uint8 *code);
+extern void IvfpqNormalize(float *x, int dim, bool *is_zero);
+
+/* ---------- phase entry points ---------- */
+extern IndexBuildResult *ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo);
+extern void ivfpqbuildempty(Relation index);
+extern bool ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
+						Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,
+						IndexInfo *indexInfo);
+extern IndexBulkDeleteResult *ivfpqbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
+											  IndexBulkDeleteCallback callback, void *callback_state);
+extern IndexBulkDeleteResult *ivfpqvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats);
+extern IndexScanDesc ivfpqbeginscan(Relation index, int nkeys, int norderbys);
+extern void ivfpqrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys);
+extern bool ivfpqgettuple(IndexScanDesc scan, ScanDirection dir);
+extern void ivfpqendscan(IndexScanDesc scan);
+
+#endif							/* IVFPQ_AM_H */

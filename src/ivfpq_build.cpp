@@ -1,0 +1,766 @@
+/*
+ * ivfpq_build.cpp
+ *		CREATE INDEX for ivfpq: sample the heap by blocks, train coarse
+ *		centroids and residual PQ codebooks (FAISS, through the core), assign
+ *		and encode every row, sort the codes by list, write the list pages, and
+ *		WAL-log the new relation in one pass (log_newpage_range).
+ *
+ * An empty table (or one whose sample has no rows) gets an "untrained" index:
+ * a single list whose entries carry no code; scans then rank the rows by exact
+ * distances from the heap.  It keeps working as rows arrive; REINDEX trains it.
+ */
+#include <cmath>
+
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "access/tableam.h"
+#include "access/xloginsert.h"
+#include "catalog/index.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_type.h"
+#include "commands/progress.h"
+#include "common/pg_prng.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "optimizer/optimizer.h"
+#include "pgstat.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "storage/smgr.h"
+#include "utils/sampling.h"
+#include "utils/timestamp.h"
+#include "utils/tuplesort.h"
+}
+
+/* Rows assigned and encoded per call into the core. */
+#define IVFPQ_ENCODE_BATCH 1024
+
+typedef struct IvfpqBuildState
+{
+	Relation	heap;
+	Relation	index;
+	IndexInfo  *index_info;
+	int			dim;			/* 0 until known (untyped column) */
+	int			metric;
+	int			lists;
+	int			m;
+	int			nbits;
+	bool		trained;
+	int			list_page_capacity;
+
+	/* sampling (reservoir over the rows of the sampled blocks) */
+	float	   *sample;
+	int64		sample_target;
+	int64		sample_count;
+	int64		rows_seen;
+	pg_prng_state prng;
+
+	/* trained quantizer */
+	float	   *centroids;
+	float	   *codebooks;
+
+	/* encoding */
+	float	   *batch;
+	ItemPointerData *batch_tids;
+	int32	   *batch_lists;
+	uint8	   *batch_codes;
+	int			batch_count;
+	Tuplesortstate *sort;
+	TupleDesc	sort_desc;
+	TupleTableSlot *sort_slot;
+	double		indexed_rows;
+	int64		skipped_zero_rows;
+
+	MemoryContext tmp_context;
+} IvfpqBuildState;
+
+/* Dimensions declared by the column's typmod, or 0. */
+static int
+IvfpqDeclaredDim(Relation index)
+{
+	int32		typmod = TupleDescAttr(RelationGetDescr(index), 0)->atttypmod;
+
+	return typmod > 0 ? typmod : 0;
+}
+
+/* Default m: the divisor of dim closest to dim / 8 (8-dim sub-vectors). */
+static int
+IvfpqDefaultM(int dim)
+{
+	int			best = 1;
+	double		best_score = 1e30;
+
+	for (int m = 1; m <= dim && m <= IVFPQ_MAX_M; m++)
+	{
+		double		score;
+
+		if (dim % m != 0)
+			continue;
+		score = fabs(log((double) (dim / m) / 8.0));
+		/* On a tie prefer the longer sub-vector (smaller code). */
+		if (score < best_score - 1e-9)
+		{
+			best = m;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+/* Default lists: rows / 1000 up to 1M rows, sqrt(rows) beyond. */
+static int
+IvfpqDefaultLists(double rows)
+{
+	double		lists = rows <= 1000000 ? rows / 1000 : sqrt(rows);
+
+	return (int) Max(1, Min(lists, (double) IVFPQ_MAX_LISTS));
+}
+
+/* Copy a heap vector into dst (normalising for cosine); false to skip the row. */
+static bool
+IvfpqTakeVector(IvfpqBuildState *state, Datum value, float *dst)
+{
+	Vector	   *v = DatumGetVector(value);
+	bool		is_zero = false;
+
+	if (state->dim == 0)
+		state->dim = v->dim;
+	if (v->dim != state->dim)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("expected %d dimensions, not %d", state->dim, v->dim),
+				 errdetail("All vectors in an ivfpq index must have the same dimensions.")));
+	memcpy(dst, v->x, sizeof(float) * state->dim);
+	if ((Pointer) v != DatumGetPointer(value))
+		pfree(v);
+	if (state->metric == IVFPQ_METRIC_COSINE)
+	{
+		IvfpqNormalize(dst, state->dim, &is_zero);
+		if (is_zero)
+			return false;		/* no direction: cosine distance undefined */
+	}
+	return true;
+}
+
+/* Reservoir-sample one row of a sampled block. */
+static void
+IvfpqSampleCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+					bool tupleIsAlive, void *arg)
+{
+	IvfpqBuildState *state = (IvfpqBuildState *) arg;
+	int64		slot;
+	MemoryContext old_context;
+
+	if (isnull[0])
+		return;
+	if (state->sample == NULL)
+	{
+		if (state->dim == 0)
+		{
+			old_context = MemoryContextSwitchTo(state->tmp_context);
+			state->dim = DatumGetVector(values[0])->dim;
+			MemoryContextSwitchTo(old_context);
+			MemoryContextReset(state->tmp_context);
+		}
+		state->sample = (float *) palloc_extended(sizeof(float) * state->sample_target * state->dim,
+												  MCXT_ALLOC_HUGE);
+	}
+
+	state->rows_seen++;
+	if (state->sample_count < state->sample_target)
+		slot = state->sample_count;
+	else
+	{
+		slot = (int64) pg_prng_uint64_range(&state->prng, 0, (uint64) state->rows_seen - 1);
+		if (slot >= state->sample_target)
+			return;
+	}
+	old_context = MemoryContextSwitchTo(state->tmp_context);
+	{
+		float	   *row = (float *) palloc(sizeof(float) * state->dim);
+
+		if (IvfpqTakeVector(state, values[0], row))
+		{
+			memcpy(state->sample + slot * state->dim, row, sizeof(float) * state->dim);
+			if (slot == state->sample_count)
+				state->sample_count++;
+		}
+	}
+	MemoryContextSwitchTo(old_context);
+	MemoryContextReset(state->tmp_context);
+}
+
+/*
+ * Sample up to sample_target rows from randomly chosen blocks.  Returns the
+ * estimated number of rows in the table.
+ */
+static double
+IvfpqSampleRows(IvfpqBuildState *state)
+{
+	BlockNumber nblocks = RelationGetNumberOfBlocks(state->heap);
+	BlockSamplerData sampler;
+	BlockNumber sampled_blocks = 0;
+
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_SAMPLE);
+	if (nblocks == 0)
+		return 0;
+
+	/* As ANALYZE: about one block per wanted row, every block if few. */
+	BlockSampler_Init(&sampler, nblocks, (int) Min(state->sample_target, (int64) INT_MAX), 0x1f2e3d4c);
+	while (BlockSampler_HasMore(&sampler))
+	{
+		BlockNumber block = BlockSampler_Next(&sampler);
+
+		CHECK_FOR_INTERRUPTS();
+		table_index_build_range_scan(state->heap, state->index, state->index_info,
+									 false, true, false, block, 1,
+									 IvfpqSampleCallback, state, NULL);
+		sampled_blocks++;
+	}
+	return sampled_blocks > 0 ? (double) state->rows_seen * nblocks / sampled_blocks : 0;
+}
+
+/* Training parameters for this build. */
+static ivfpq::core::TrainConfig
+IvfpqMakeTrainConfig(const IvfpqBuildState *state)
+{
+	ivfpq::core::TrainConfig config;
+
+	config.dim = (size_t) state->dim;
+	config.lists = (size_t) state->lists;
+	config.m = (size_t) state->m;
+	config.nbits = (size_t) state->nbits;
+	config.coarse_iterations = 20;
+	config.pq_iterations = 12;
+	config.max_pq_rows = 32768;
+	config.seed = 1234;
+	config.threads = Max(1, max_parallel_maintenance_workers + 1);
+	return config;
+}
+
+/* Train centroids and codebooks on the sample (the core, through the guard). */
+static void
+IvfpqTrain(IvfpqBuildState *state)
+{
+	ivfpq::core::TrainConfig config = IvfpqMakeTrainConfig(state);
+	Size		centroid_count = (Size) state->lists * state->dim;
+	Size		codebook_count = (Size) state->dim << state->nbits;
+	float	   *sample = state->sample;
+	size_t		sample_rows = (size_t) state->sample_count;
+
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_TRAIN);
+
+	state->centroids = (float *) palloc_extended(sizeof(float) * centroid_count, MCXT_ALLOC_HUGE);
+	state->codebooks = (float *) palloc_extended(sizeof(float) * codebook_count, MCXT_ALLOC_HUGE);
+	{
+		float	   *centroids = state->centroids;
+		float	   *codebooks = state->codebooks;
+
+		IvfpqCallCore("ivfpq training", [&]() {
+			ivfpq::core::Train(config, sample, sample_rows, centroids, codebooks);
+		});
+	}
+}
+
+/* Assign and encode the buffered rows, then feed them to the sort. */
+static void
+IvfpqFlushBatch(IvfpqBuildState *state)
+{
+	int			n = state->batch_count;
+	int			code_bytes = state->m;
+
+	if (n == 0)
+		return;
+	if (state->trained)
+	{
+		ivfpq::core::QuantizerView view;
+		float	   *batch = state->batch;
+		int32	   *lists = state->batch_lists;
+		uint8	   *codes = state->batch_codes;
+
+		view.dim = (size_t) state->dim;
+		view.lists = (size_t) state->lists;
+		view.m = (size_t) state->m;
+		view.nbits = (size_t) state->nbits;
+		view.metric = (ivfpq::core::Metric) state->metric;
+		view.centroids = state->centroids;
+		view.codebooks = state->codebooks;
+		IvfpqCallCore("ivfpq encoding", [&]() {
+			ivfpq::core::AssignLists(view, batch, (size_t) n, lists);
+			ivfpq::core::EncodeResiduals(view, batch, lists, (size_t) n, codes);
+		});
+	}
+	else
+	{
+		memset(state->batch_lists, 0, sizeof(int32) * n);
+		memset(state->batch_codes, 0, (Size) n * code_bytes);
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		TupleTableSlot *slot = state->sort_slot;
+		Size		payload_bytes = sizeof(ItemPointerData) + code_bytes;
+		bytea	   *payload = (bytea *) palloc(VARHDRSZ + payload_bytes);
+
+		SET_VARSIZE(payload, VARHDRSZ + payload_bytes);
+		memcpy(VARDATA(payload), &state->batch_tids[i], sizeof(ItemPointerData));
+		memcpy(VARDATA(payload) + sizeof(ItemPointerData),
+			   state->batch_codes + (Size) i * code_bytes, code_bytes);
+
+		ExecClearTuple(slot);
+		slot->tts_values[0] = Int32GetDatum(state->batch_lists[i]);
+		slot->tts_isnull[0] = false;
+		slot->tts_values[1] = PointerGetDatum(payload);
+		slot->tts_isnull[1] = false;
+		ExecStoreVirtualTuple(slot);
+		tuplesort_puttupleslot(state->sort, slot);
+		pfree(payload);
+	}
+	state->indexed_rows += n;
+	state->batch_count = 0;
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) state->indexed_rows);
+}
+
+/* Heap scan callback of the encoding pass: buffer one row. */
+static void
+IvfpqBuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+				   bool tupleIsAlive, void *arg)
+{
+	IvfpqBuildState *state = (IvfpqBuildState *) arg;
+	MemoryContext old_context;
+	bool		keep;
+
+	if (isnull[0])
+		return;
+	old_context = MemoryContextSwitchTo(state->tmp_context);
+	if (state->dim == 0)
+		state->dim = DatumGetVector(values[0])->dim;
+	MemoryContextSwitchTo(old_context);
+	if (state->batch == NULL)
+		state->batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state->dim,
+												 MCXT_ALLOC_HUGE);
+	old_context = MemoryContextSwitchTo(state->tmp_context);
+	keep = IvfpqTakeVector(state, values[0], state->batch + (Size) state->batch_count * state->dim);
+	MemoryContextSwitchTo(old_context);
+	MemoryContextReset(state->tmp_context);
+	if (!keep)
+	{
+		state->skipped_zero_rows++;
+		return;
+	}
+	state->batch_tids[state->batch_count++] = *tid;
+	if (state->batch_count == IVFPQ_ENCODE_BATCH)
+		IvfpqFlushBatch(state);
+}
+
+/* Write the metapage contents (block 0 is allocated first by the caller). */
+static void
+IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqMetaPageData *meta)
+{
+	Buffer		buffer = ReadBufferExtended(index, fork, IVFPQ_METAPAGE_BLKNO, RBM_NORMAL, NULL);
+	Page		page;
+
+	LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+	page = BufferGetPage(buffer);
+	IvfpqInitPage(page, IVFPQ_PAGE_META);
+	memcpy(IvfpqPageGetMeta(page), meta, sizeof(IvfpqMetaPageData));
+	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqMetaPageData);
+	MarkBufferDirty(buffer);
+	UnlockReleaseBuffer(buffer);
+}
+
+/* Allocate the directory pages, every list empty. */
+static BlockNumber
+IvfpqAllocateDirectory(Relation index, ForkNumber fork, int lists)
+{
+	int			pages = (lists + IVFPQ_DIR_ENTRIES_PER_PAGE - 1) / IVFPQ_DIR_ENTRIES_PER_PAGE;
+	BlockNumber first = InvalidBlockNumber;
+
+	for (int p = 0; p < pages; p++)
+	{
+		Buffer		buffer = IvfpqNewBuffer(index, fork);
+		Page		page = BufferGetPage(buffer);
+		IvfpqDirEntry entries;
+		int			count = Min((int) IVFPQ_DIR_ENTRIES_PER_PAGE, lists - p * (int) IVFPQ_DIR_ENTRIES_PER_PAGE);
+
+		if (first == InvalidBlockNumber)
+			first = BufferGetBlockNumber(buffer);
+		IvfpqInitPage(page, IVFPQ_PAGE_DIRECTORY);
+		entries = (IvfpqDirEntry) PageGetContents(page);
+		for (int i = 0; i < count; i++)
+		{
+			entries[i].first_block = InvalidBlockNumber;
+			entries[i].tail_block = InvalidBlockNumber;
+		}
+		((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqDirEntryData) * count;
+		MarkBufferDirty(buffer);
+		UnlockReleaseBuffer(buffer);
+	}
+	return first;
+}
+
+/* Store the final first/tail blocks of every list in the directory pages. */
+static void
+IvfpqWriteDirectory(Relation index, ForkNumber fork, BlockNumber directory_start,
+					const IvfpqDirEntryData *entries, int lists)
+{
+	for (int list = 0; list < lists; list += IVFPQ_DIR_ENTRIES_PER_PAGE)
+	{
+		Buffer		buffer = ReadBufferExtended(index, fork,
+												directory_start + list / IVFPQ_DIR_ENTRIES_PER_PAGE,
+												RBM_NORMAL, NULL);
+		int			count = Min((int) IVFPQ_DIR_ENTRIES_PER_PAGE, lists - list);
+
+		LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+		memcpy(PageGetContents(BufferGetPage(buffer)), entries + list, sizeof(IvfpqDirEntryData) * count);
+		MarkBufferDirty(buffer);
+		UnlockReleaseBuffer(buffer);
+	}
+}
+
+/* Read the sorted (list, tid, code) stream and write list page chains. */
+static void
+IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
+{
+	Relation	index = state->index;
+	int			capacity = state->list_page_capacity;
+	int			m = state->m;
+	IvfpqDirEntryData *entries;
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(state->sort_desc, &TTSOpsMinimalTuple);
+	Buffer		buffer = InvalidBuffer;
+	Page		page = NULL;
+	int			current_list = -1;
+	double		written = 0;
+
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_WRITE);
+	entries = (IvfpqDirEntryData *) palloc(sizeof(IvfpqDirEntryData) * state->lists);
+	for (int i = 0; i < state->lists; i++)
+	{
+		entries[i].first_block = InvalidBlockNumber;
+		entries[i].tail_block = InvalidBlockNumber;
+	}
+
+	while (tuplesort_gettupleslot(state->sort, true, false, slot, NULL))
+	{
+		bool		isnull;
+		int			list = DatumGetInt32(slot_getattr(slot, 1, &isnull));
+		bytea	   *payload = DatumGetByteaPP(slot_getattr(slot, 2, &isnull));
+		char	   *data = VARDATA_ANY(payload);
+		IvfpqPageOpaque opaque;
+
+		if (list != current_list || IvfpqPageGetOpaque(page)->entry_count >= capacity)
+		{
+			Buffer		next = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			BlockNumber next_block = BufferGetBlockNumber(next);
+
+			if (BufferIsValid(buffer))
+			{
+				if (list == current_list)
+					IvfpqPageGetOpaque(page)->next_block = next_block;
+				MarkBufferDirty(buffer);
+				UnlockReleaseBuffer(buffer);
+			}
+			buffer = next;
+			page = BufferGetPage(buffer);
+			IvfpqInitPage(page, IVFPQ_PAGE_LIST);
+			((PageHeader) page)->pd_lower =
+				MAXALIGN(SizeOfPageHeaderData) + IvfpqListCodeOffset(capacity) + (Size) capacity * m;
+			if (list != current_list)
+				entries[list].first_block = next_block;
+			entries[list].tail_block = next_block;
+			current_list = list;
+		}
+		opaque = IvfpqPageGetOpaque(page);
+		memcpy(&IvfpqListTids(page)[opaque->entry_count], data, sizeof(ItemPointerData));
+		ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, capacity), opaque->entry_count,
+									  (size_t) m, (const uint8 *) data + sizeof(ItemPointerData));
+		opaque->entry_count++;
+		written++;
+		if ((int64) written % 10000 == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	if (BufferIsValid(buffer))
+	{
+		MarkBufferDirty(buffer);
+		UnlockReleaseBuffer(buffer);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	IvfpqWriteDirectory(index, MAIN_FORKNUM, directory_start, entries, state->lists);
+	pfree(entries);
+}
+
+/* A fresh id for a set of centroids/codebooks, so caches notice a change. */
+static uint64
+IvfpqNewBuildId(void)
+{
+	return (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 40) ^ pg_prng_uint64(&pg_global_prng_state);
+}
+
+/*
+ * Write an untrained index (metapage + one empty list) to the given fork;
+ * used for empty tables and for the init fork of unlogged tables.
+ */
+static void
+IvfpqWriteUntrained(Relation index, ForkNumber fork, int dim, int metric, int m)
+{
+	IvfpqMetaPageData meta;
+	Buffer		meta_buffer = IvfpqNewBuffer(index, fork);
+
+	UnlockReleaseBuffer(meta_buffer);
+	MemSet(&meta, 0, sizeof(meta));
+	meta.magic = IVFPQ_MAGIC;
+	meta.version = IVFPQ_VERSION;
+	meta.dim = (uint32) dim;
+	meta.lists = 1;
+	meta.m = (uint32) m;
+	meta.nbits = IVFPQ_DEFAULT_NBITS;
+	meta.metric = (uint32) metric;
+	meta.trained = 0;
+	meta.centroid_start = InvalidBlockNumber;
+	meta.codebook_start = InvalidBlockNumber;
+	meta.directory_start = IvfpqAllocateDirectory(index, fork, 1);
+	meta.list_page_capacity = (uint32) IvfpqListPageCapacity(m);
+	meta.build_id = IvfpqNewBuildId();
+	IvfpqWriteMeta(index, fork, &meta);
+}
+
+/* Resolve lists / m / nbits from the options and the data; errors on bad values. */
+static void
+IvfpqResolveOptions(IvfpqBuildState *state, IvfpqOptions *options, double estimated_rows)
+{
+	int			dim = state->dim;
+
+	state->nbits = options ? options->nbits : IVFPQ_DEFAULT_NBITS;
+	state->lists = (options && options->lists > 0) ? options->lists : IvfpqDefaultLists(estimated_rows);
+	state->m = (options && options->m > 0) ? options->m : IvfpqDefaultM(dim);
+	if (state->m > dim)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("m = %d is larger than the %d dimensions", state->m, dim),
+				 errhint("Choose m as a divisor of %d, such as %d.", dim, IvfpqDefaultM(dim))));
+	if (dim % state->m != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("m = %d does not divide the %d dimensions", state->m, dim),
+				 errhint("Choose m as a divisor of %d, such as %d.", dim, IvfpqDefaultM(dim))));
+	state->list_page_capacity = IvfpqListPageCapacity(state->m);
+}
+
+/* ambuild: build a trained index over the heap. */
+IndexBuildResult *
+ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
+{
+	IvfpqBuildState state;
+	IvfpqOptions *options = (IvfpqOptions *) index->rd_options;
+	IndexBuildResult *result;
+	IvfpqMetaPageData meta;
+	double		estimated_rows;
+	Size		budget = (Size) maintenance_work_mem * 1024;
+	Size		row_bytes;
+	int64		wanted_rows;
+	BlockNumber centroid_start = InvalidBlockNumber;
+	BlockNumber codebook_start = InvalidBlockNumber;
+	BlockNumber directory_start;
+
+	if (indexInfo->ii_IndexAttrNumbers[0] == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ivfpq indexes plain vector columns only, not expressions")));
+	if (RelationGetNumberOfBlocks(index) != 0)
+		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
+
+	MemSet(&state, 0, sizeof(state));
+	state.heap = heap;
+	state.index = index;
+	state.index_info = indexInfo;
+	state.metric = IvfpqGetMetric(index);
+	state.dim = IvfpqDeclaredDim(index);
+	state.tmp_context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq build temporary",
+											  ALLOCSET_DEFAULT_SIZES);
+	pg_prng_seed(&state.prng, 0x5eed);
+
+	/*
+	 * How many rows to train on: the option, or ~64 per list with a floor, cut
+	 * down to what fits maintenance_work_mem next to the training's own needs.
+	 */
+	if (options && options->sample_rows > 0)
+		wanted_rows = options->sample_rows;
+	else if (options && options->lists > 0)
+		wanted_rows = Max((int64) options->lists * 64, 16384);
+	else
+		wanted_rows = 65536;
+	row_bytes = sizeof(float) * (Size) Max(state.dim, 1);
+	if (state.dim > 0 && (Size) wanted_rows * row_bytes > budget / 2)
+	{
+		int64		fit = (int64) (budget / 2 / row_bytes);
+		int64		minimum = Max((int64) ((options && options->lists > 0) ? options->lists : 1) * 4, 1024);
+
+		if (fit < minimum)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("memory required to sample training rows is %zu MB, maintenance_work_mem is %d MB",
+							(Size) minimum * row_bytes * 2 / (1024 * 1024) + 1, maintenance_work_mem / 1024),
+					 errhint("Increase maintenance_work_mem, or lower lists or sample_rows.")));
+		wanted_rows = fit;
+	}
+	state.sample_target = wanted_rows;
+
+	/* 1. sample */
+	estimated_rows = IvfpqSampleRows(&state);
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL, (int64) estimated_rows);
+
+	if (state.dim == 0 && state.sample_count == 0)
+	{
+		/* Nothing to learn dimensions or centroids from. */
+		ereport(NOTICE,
+				(errmsg("ivfpq index \"%s\" created on an empty table: it is untrained",
+						RelationGetRelationName(index)),
+				 errdetail("Rows added later are indexed, but searched by exact distance until the index is trained."),
+				 errhint("Run REINDEX INDEX %s after loading data.", RelationGetRelationName(index))));
+	}
+	if (state.dim > IVFPQ_VECTOR_MAX_DIM)
+		elog(ERROR, "vector dimensions %d out of range", state.dim);
+
+	if (state.dim > 0)
+		IvfpqResolveOptions(&state, options, estimated_rows);
+	else
+	{
+		state.lists = 1;
+		state.m = 1;
+		state.nbits = IVFPQ_DEFAULT_NBITS;
+		state.list_page_capacity = IvfpqListPageCapacity(1);
+	}
+	state.trained = state.sample_count > 0;
+	if (!state.trained)
+		state.lists = 1;
+
+	/* 2. train */
+	if (state.trained)
+	{
+		ivfpq::core::TrainConfig config = IvfpqMakeTrainConfig(&state);
+		Size		needed;
+
+		if (state.sample_count < state.lists || state.sample_count < (1 << state.nbits))
+			ereport(NOTICE,
+					(errmsg("ivfpq index \"%s\" trained on only %lld rows for %d lists",
+							RelationGetRelationName(index), (long long) state.sample_count, state.lists),
+					 errdetail("Search quality will be poor until the index is rebuilt on more data."),
+					 errhint("Create the index after loading data, or lower lists.")));
+		{
+			size_t		sample_rows = (size_t) state.sample_count;
+			size_t		bytes = 0;
+
+			IvfpqCallCore("ivfpq training", [&]() {
+				bytes = ivfpq::core::TrainingMemoryBytes(config, sample_rows);
+			});
+			needed = bytes + (Size) state.sample_count * row_bytes;
+		}
+		if (needed > budget)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("memory required to train the index is %zu MB, maintenance_work_mem is %d MB",
+							needed / (1024 * 1024) + 1, maintenance_work_mem / 1024),
+					 errhint("Increase maintenance_work_mem, or lower lists or sample_rows.")));
+		IvfpqTrain(&state);
+		pfree(state.sample);
+		state.sample = NULL;
+	}
+
+	/* 3. allocate fixed pages: metapage, centroids, codebooks, directory */
+	{
+		Buffer		meta_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+
+		Assert(BufferGetBlockNumber(meta_buffer) == IVFPQ_METAPAGE_BLKNO);
+		UnlockReleaseBuffer(meta_buffer);
+	}
+	if (state.trained)
+	{
+		IvfpqWriteFloatPages(index, MAIN_FORKNUM, state.centroids,
+							 (Size) state.lists * state.dim, &centroid_start);
+		IvfpqWriteFloatPages(index, MAIN_FORKNUM, state.codebooks,
+							 (Size) state.dim << state.nbits, &codebook_start);
+	}
+	directory_start = IvfpqAllocateDirectory(index, MAIN_FORKNUM, state.lists);
+
+	/* 4. assign + encode every row into a sort by list */
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_ENCODE);
+	{
+		AttrNumber	sort_key = 1;
+		Oid			sort_operator = Int4LessOperator;
+		Oid			sort_collation = InvalidOid;
+		bool		nulls_first = false;
+
+		state.sort_desc = CreateTemplateTupleDesc(2);
+		TupleDescInitEntry(state.sort_desc, (AttrNumber) 1, "list", INT4OID, -1, 0);
+		TupleDescInitEntry(state.sort_desc, (AttrNumber) 2, "entry", BYTEAOID, -1, 0);
+		state.sort = tuplesort_begin_heap(state.sort_desc, 1, &sort_key, &sort_operator,
+										  &sort_collation, &nulls_first, maintenance_work_mem,
+										  NULL, TUPLESORT_NONE);
+		state.sort_slot = MakeSingleTupleTableSlot(state.sort_desc, &TTSOpsVirtual);
+	}
+	if (state.dim > 0)
+		state.batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state.dim,
+												MCXT_ALLOC_HUGE);
+	state.batch_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * IVFPQ_ENCODE_BATCH);
+	state.batch_lists = (int32 *) palloc(sizeof(int32) * IVFPQ_ENCODE_BATCH);
+	state.batch_codes = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * state.m);
+
+	if (RelationGetNumberOfBlocks(heap) > 0)
+	{
+		table_index_build_scan(heap, index, indexInfo, true, true, IvfpqBuildCallback, &state, NULL);
+		IvfpqFlushBatch(&state);
+	}
+
+	/* 5. sort and write the lists */
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_SORT);
+	tuplesort_performsort(state.sort);
+	IvfpqWriteLists(&state, directory_start);
+	tuplesort_end(state.sort);
+	ExecDropSingleTupleTableSlot(state.sort_slot);
+
+	/* 6. metapage last: the index is complete once it says so */
+	MemSet(&meta, 0, sizeof(meta));
+	meta.magic = IVFPQ_MAGIC;
+	meta.version = IVFPQ_VERSION;
+	meta.dim = (uint32) state.dim;
+	meta.lists = (uint32) state.lists;
+	meta.m = (uint32) state.m;
+	meta.nbits = (uint32) state.nbits;
+	meta.metric = (uint32) state.metric;
+	meta.trained = state.trained ? 1 : 0;
+	meta.centroid_start = centroid_start;
+	meta.codebook_start = codebook_start;
+	meta.directory_start = directory_start;
+	meta.list_page_capacity = (uint32) state.list_page_capacity;
+	meta.training_rows = (uint64) state.sample_count;
+	meta.build_rows = (uint64) state.indexed_rows;
+	meta.build_id = IvfpqNewBuildId();
+	IvfpqWriteMeta(index, MAIN_FORKNUM, &meta);
+
+	if (RelationNeedsWAL(index))
+		log_newpage_range(index, MAIN_FORKNUM, 0, RelationGetNumberOfBlocks(index), true);
+
+	if (state.skipped_zero_rows > 0)
+		ereport(NOTICE,
+				(errmsg("%lld zero vectors were not indexed", (long long) state.skipped_zero_rows),
+				 errdetail("Cosine distance is undefined for a vector of norm zero.")));
+
+	MemoryContextDelete(state.tmp_context);
+	result = (IndexBuildResult *) palloc(sizeof(IndexBuildResult));
+	result->heap_tuples = state.indexed_rows + state.skipped_zero_rows;
+	result->index_tuples = state.indexed_rows;
+	return result;
+}
+
+/* ambuildempty: the init fork of an unlogged table's index (untrained). */
+void
+ivfpqbuildempty(Relation index)
+{
+	int			dim = IvfpqDeclaredDim(index);
+
+	IvfpqWriteUntrained(index, INIT_FORKNUM, dim, IvfpqGetMetric(index), 1);
+	log_newpage_range(index, INIT_FORKNUM, 0, smgrnblocks(RelationGetSmgr(index), INIT_FORKNUM), true);
+}

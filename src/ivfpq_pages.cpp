@@ -1,0 +1,471 @@
+/*
+ * ivfpq_pages.cpp
+ *		Page-level helpers shared by all AM phases: page initialisation, the
+ *		metapage, float-stream pages (centroids, codebooks), the list directory,
+ *		list page layout, appending one entry (WAL-logged), and the per-backend
+ *		cache of quantizers.
+ */
+#include <cmath>
+
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "access/xact.h"
+#include "storage/lmgr.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+}
+
+/* Initialise an empty ivfpq page of the given type. */
+void
+IvfpqInitPage(Page page, uint16 page_type)
+{
+	IvfpqPageOpaque opaque;
+
+	PageInit(page, BLCKSZ, sizeof(IvfpqPageOpaqueData));
+	opaque = IvfpqPageGetOpaque(page);
+	opaque->next_block = InvalidBlockNumber;
+	opaque->entry_count = 0;
+	opaque->page_type = page_type;
+	opaque->unused = 0;
+	opaque->page_id = IVFPQ_PAGE_ID;
+}
+
+/*
+ * Extend the index by one page and return it pinned and exclusively locked.
+ * Takes the relation extension lock unless the index is new (build).
+ */
+Buffer
+IvfpqNewBuffer(Relation index, ForkNumber fork)
+{
+	Buffer		buffer;
+	bool		need_lock = !RELATION_IS_LOCAL(index);
+
+	if (need_lock)
+		LockRelationForExtension(index, ExclusiveLock);
+	buffer = ReadBufferExtended(index, fork, P_NEW, RBM_NORMAL, NULL);
+	LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+	if (need_lock)
+		UnlockRelationForExtension(index, ExclusiveLock);
+	return buffer;
+}
+
+/* Copy the metapage contents into *meta; errors if this is not an ivfpq index. */
+void
+IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta)
+{
+	Buffer		buffer = ReadBuffer(index, IVFPQ_METAPAGE_BLKNO);
+	Page		page;
+
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buffer);
+	memcpy(meta, IvfpqPageGetMeta(page), sizeof(IvfpqMetaPageData));
+	UnlockReleaseBuffer(buffer);
+
+	if (meta->magic != IVFPQ_MAGIC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" is not an ivfpq index", RelationGetRelationName(index))));
+	if (meta->version != IVFPQ_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" has ivfpq page format %u, this build reads %d",
+						RelationGetRelationName(index), meta->version, IVFPQ_VERSION),
+				 errhint("REINDEX the index.")));
+}
+
+/* ---------- list page layout ---------- */
+
+Size
+IvfpqListTidOffset(void)
+{
+	return 0;
+}
+
+Size
+IvfpqListCodeOffset(int capacity)
+{
+	return MAXALIGN(sizeof(ItemPointerData) * (Size) capacity);
+}
+
+/* Entries per list page for m-byte codes: a multiple of the code block size. */
+int
+IvfpqListPageCapacity(int m)
+{
+	int			block = (int) ivfpq::core::kCodeBlock;
+	int			capacity = (int) (IVFPQ_PAGE_CONTENT_BYTES / (sizeof(ItemPointerData) + m));
+
+	capacity -= capacity % block;
+	while (capacity > 0 &&
+		   IvfpqListCodeOffset(capacity) + (Size) capacity * m > IVFPQ_PAGE_CONTENT_BYTES)
+		capacity -= block;
+	return capacity;
+}
+
+ItemPointer
+IvfpqListTids(Page page)
+{
+	return (ItemPointer) PageGetContents(page);
+}
+
+uint8 *
+IvfpqListCodes(Page page, int capacity)
+{
+	return (uint8 *) PageGetContents(page) + IvfpqListCodeOffset(capacity);
+}
+
+/* Initialise a list page; pd_lower covers the whole entry layout. */
+static void
+IvfpqInitListPage(Page page, int capacity, int m)
+{
+	IvfpqInitPage(page, IVFPQ_PAGE_LIST);
+	((PageHeader) page)->pd_lower =
+		MAXALIGN(SizeOfPageHeaderData) + IvfpqListCodeOffset(capacity) + (Size) capacity * m;
+}
+
+/*
+ * Write count floats to consecutive new pages (build only: the caller
+ * WAL-logs all pages at the end with log_newpage_range).
+ */
+void
+IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values, Size count,
+					 BlockNumber *first_block)
+{
+	Size		done = 0;
+
+	*first_block = InvalidBlockNumber;
+	while (done < count || *first_block == InvalidBlockNumber)
+	{
+		Buffer		buffer = IvfpqNewBuffer(index, fork);
+		Page		page = BufferGetPage(buffer);
+		Size		n = Min(count - done, (Size) IVFPQ_FLOATS_PER_PAGE);
+
+		if (*first_block == InvalidBlockNumber)
+			*first_block = BufferGetBlockNumber(buffer);
+		IvfpqInitPage(page, IVFPQ_PAGE_FLOATS);
+		memcpy(PageGetContents(page), values + done, n * sizeof(float));
+		((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + n * sizeof(float);
+		MarkBufferDirty(buffer);
+		UnlockReleaseBuffer(buffer);
+		done += n;
+		if (count == 0)
+			break;
+	}
+}
+
+/* Read count floats from consecutive pages starting at first_block. */
+static void
+IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size count)
+{
+	Size		done = 0;
+	BlockNumber block = first_block;
+
+	while (done < count)
+	{
+		Buffer		buffer = ReadBuffer(index, block);
+		Size		n = Min(count - done, (Size) IVFPQ_FLOATS_PER_PAGE);
+
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		memcpy(values + done, PageGetContents(BufferGetPage(buffer)), n * sizeof(float));
+		UnlockReleaseBuffer(buffer);
+		done += n;
+		block++;
+	}
+}
+
+/* ---------- list directory ---------- */
+
+/* Copy the directory entry of a list. */
+void
+IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list, IvfpqDirEntryData *entry)
+{
+	BlockNumber block = directory_start + list / IVFPQ_DIR_ENTRIES_PER_PAGE;
+	Buffer		buffer = ReadBuffer(index, block);
+
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	*entry = ((IvfpqDirEntry) PageGetContents(BufferGetPage(buffer)))[list % IVFPQ_DIR_ENTRIES_PER_PAGE];
+	UnlockReleaseBuffer(buffer);
+}
+
+/*
+ * Append (tid, code) to a list: into the list's tail page if it has room, else
+ * onto a new page linked after it.  Concurrent inserters are safe: the tail
+ * page's next_block is the truth, the directory's tail_block only a hint.
+ * Every change is WAL-logged with GenericXLog (at most 3 pages per record).
+ */
+void
+IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer tid,
+				 const uint8 *code)
+{
+	BlockNumber dir_block = q->directory_start + list / IVFPQ_DIR_ENTRIES_PER_PAGE;
+	int			dir_slot = list % IVFPQ_DIR_ENTRIES_PER_PAGE;
+	int			capacity = q->list_page_capacity;
+	IvfpqDirEntryData entry;
+	BlockNumber block;
+
+	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
+
+	if (entry.first_block == InvalidBlockNumber)
+	{
+		/* The list has no page yet: create it under the directory lock. */
+		Buffer		dir_buffer = ReadBuffer(index, dir_block);
+		IvfpqDirEntry dir_entry;
+
+		LockBuffer(dir_buffer, BUFFER_LOCK_EXCLUSIVE);
+		dir_entry = &((IvfpqDirEntry) PageGetContents(BufferGetPage(dir_buffer)))[dir_slot];
+		if (dir_entry->first_block == InvalidBlockNumber)
+		{
+			Buffer		new_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		dir_page = GenericXLogRegisterBuffer(state, dir_buffer, 0);
+			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
+			IvfpqDirEntry e = &((IvfpqDirEntry) PageGetContents(dir_page))[dir_slot];
+
+			IvfpqInitListPage(new_page, capacity, q->m);
+			IvfpqListTids(new_page)[0] = *tid;
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->m, code);
+			IvfpqPageGetOpaque(new_page)->entry_count = 1;
+			e->first_block = BufferGetBlockNumber(new_buffer);
+			e->tail_block = e->first_block;
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(new_buffer);
+			UnlockReleaseBuffer(dir_buffer);
+			return;
+		}
+		entry = *dir_entry;
+		UnlockReleaseBuffer(dir_buffer);
+	}
+
+	block = entry.tail_block;
+	for (;;)
+	{
+		Buffer		buffer = ReadBuffer(index, block);
+		Page		page;
+		IvfpqPageOpaque opaque;
+
+		LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+		page = BufferGetPage(buffer);
+		opaque = IvfpqPageGetOpaque(page);
+
+		if (opaque->entry_count < capacity)
+		{
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		wpage = GenericXLogRegisterBuffer(state, buffer, 0);
+			IvfpqPageOpaque wopaque = IvfpqPageGetOpaque(wpage);
+			int			slot = wopaque->entry_count;
+
+			IvfpqListTids(wpage)[slot] = *tid;
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(wpage, capacity), (size_t) slot,
+										  (size_t) q->m, code);
+			wopaque->entry_count++;
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(buffer);
+			return;
+		}
+		if (opaque->next_block != InvalidBlockNumber)
+		{
+			/* Someone extended the list after our hint was read. */
+			block = opaque->next_block;
+			UnlockReleaseBuffer(buffer);
+			continue;
+		}
+
+		/* Full tail: link a new page after it. */
+		{
+			Buffer		new_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			BlockNumber new_block = BufferGetBlockNumber(new_buffer);
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		wpage = GenericXLogRegisterBuffer(state, buffer, 0);
+			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
+			Buffer		dir_buffer;
+
+			IvfpqInitListPage(new_page, capacity, q->m);
+			IvfpqListTids(new_page)[0] = *tid;
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->m, code);
+			IvfpqPageGetOpaque(new_page)->entry_count = 1;
+			IvfpqPageGetOpaque(wpage)->next_block = new_block;
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(new_buffer);
+			UnlockReleaseBuffer(buffer);
+
+			/* Move the directory's tail hint forward. */
+			dir_buffer = ReadBuffer(index, dir_block);
+			LockBuffer(dir_buffer, BUFFER_LOCK_EXCLUSIVE);
+			state = GenericXLogStart(index);
+			{
+				Page		dir_page = GenericXLogRegisterBuffer(state, dir_buffer, 0);
+				IvfpqDirEntry e = &((IvfpqDirEntry) PageGetContents(dir_page))[dir_slot];
+
+				if (e->tail_block == block)
+					e->tail_block = new_block;
+			}
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(dir_buffer);
+			return;
+		}
+	}
+}
+
+/* Scale x to unit length in place; *is_zero reports a zero vector (left as is). */
+void
+IvfpqNormalize(float *x, int dim, bool *is_zero)
+{
+	double		norm = std::sqrt((double) ivfpq::core::SquaredNorm(x, (size_t) dim));
+
+	*is_zero = (norm == 0);
+	if (norm == 0)
+		return;
+	for (int i = 0; i < dim; i++)
+		x[i] = (float) (x[i] / norm);
+}
+
+/* ---------- per-backend quantizer cache ---------- */
+
+#define IVFPQ_CACHE_SLOTS 64
+
+static IvfpqQuantizer *quantizer_cache[IVFPQ_CACHE_SLOTS];
+static int	quantizer_cache_count = 0;
+static MemoryContext quantizer_cache_context = NULL;
+static bool quantizer_xact_callback_registered = false;
+
+/* Pins only protect entries within a transaction; clear them at its end. */
+static void
+IvfpqQuantizerXactCallback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		for (int i = 0; i < quantizer_cache_count; i++)
+			quantizer_cache[i]->pin_count = 0;
+	}
+}
+
+static void
+IvfpqFreeCacheSlot(int slot)
+{
+	MemoryContextDelete(quantizer_cache[slot]->context);
+	quantizer_cache[slot] = quantizer_cache[quantizer_cache_count - 1];
+	quantizer_cache_count--;
+}
+
+/* Read centroids and codebooks; on error free the half-built cache entry. */
+static void
+IvfpqLoadFloats(Relation index, MemoryContext context, const IvfpqMetaPageData *meta,
+				float *centroids, Size centroid_count, float *codebooks, Size codebook_count)
+{
+	PG_TRY();
+	{
+		IvfpqReadFloatPages(index, meta->centroid_start, centroids, centroid_count);
+		IvfpqReadFloatPages(index, meta->codebook_start, codebooks, codebook_count);
+	}
+	PG_CATCH();
+	{
+		MemoryContextDelete(context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The quantizer of an index: from the cache if still current (same
+ * relfilenode and build id as the metapage says), else read from its pages.
+ * With pin = true the entry is protected from eviction until
+ * IvfpqUnpinQuantizer or the end of the transaction.
+ */
+IvfpqQuantizer *
+IvfpqGetQuantizer(Relation index, bool pin)
+{
+	IvfpqMetaPageData meta;
+	IvfpqQuantizer *q = NULL;
+	MemoryContext context;
+	MemoryContext old_context;
+	Size		centroid_count;
+	Size		codebook_count;
+
+	IvfpqReadMeta(index, &meta);
+
+	for (int i = 0; i < quantizer_cache_count; i++)
+	{
+		IvfpqQuantizer *entry = quantizer_cache[i];
+
+		if (entry->index_oid != RelationGetRelid(index))
+			continue;
+		if (entry->relfilenode == index->rd_node.relNode && entry->build_id == meta.build_id)
+		{
+			q = entry;
+			break;
+		}
+		/* A stale entry (REINDEX, TRUNCATE, retrain): drop it unless in use. */
+		if (entry->pin_count == 0)
+		{
+			IvfpqFreeCacheSlot(i);
+			i--;
+		}
+	}
+
+	if (q == NULL)
+	{
+		if (quantizer_cache_context == NULL)
+			quantizer_cache_context = AllocSetContextCreate(TopMemoryContext, "ivfpq quantizer cache",
+															ALLOCSET_SMALL_SIZES);
+		if (!quantizer_xact_callback_registered)
+		{
+			RegisterXactCallback(IvfpqQuantizerXactCallback, NULL);
+			quantizer_xact_callback_registered = true;
+		}
+		/* Evict an unpinned entry when full. */
+		if (quantizer_cache_count >= IVFPQ_CACHE_SLOTS)
+		{
+			for (int i = 0; i < quantizer_cache_count; i++)
+				if (quantizer_cache[i]->pin_count == 0)
+				{
+					IvfpqFreeCacheSlot(i);
+					break;
+				}
+		}
+		if (quantizer_cache_count >= IVFPQ_CACHE_SLOTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many ivfpq indexes in use by one query (limit %d)",
+							IVFPQ_CACHE_SLOTS)));
+
+		context = AllocSetContextCreate(quantizer_cache_context, "ivfpq quantizer",
+										ALLOCSET_DEFAULT_SIZES);
+		old_context = MemoryContextSwitchTo(context);
+		q = (IvfpqQuantizer *) palloc0(sizeof(IvfpqQuantizer));
+		q->context = context;
+		q->index_oid = RelationGetRelid(index);
+		q->relfilenode = index->rd_node.relNode;
+		q->build_id = meta.build_id;
+		q->dim = (int) meta.dim;
+		q->lists = (int) meta.lists;
+		q->m = (int) meta.m;
+		q->nbits = (int) meta.nbits;
+		q->metric = (int) meta.metric;
+		q->trained = meta.trained != 0;
+		q->list_page_capacity = (int) meta.list_page_capacity;
+		q->directory_start = meta.directory_start;
+		centroid_count = (Size) meta.lists * meta.dim;
+		codebook_count = (Size) meta.dim << meta.nbits;
+		q->centroids = (float *) palloc_extended(sizeof(float) * Max(centroid_count, 1), MCXT_ALLOC_HUGE);
+		q->codebooks = (float *) palloc_extended(sizeof(float) * Max(codebook_count, 1), MCXT_ALLOC_HUGE);
+		MemoryContextSwitchTo(old_context);
+		if (q->trained)
+			IvfpqLoadFloats(index, context, &meta, q->centroids, centroid_count,
+							q->codebooks, codebook_count);
+		quantizer_cache[quantizer_cache_count++] = q;
+	}
+	if (pin)
+		q->pin_count++;
+	return q;
+}
+
+/* Release a pin taken by IvfpqGetQuantizer. */
+void
+IvfpqUnpinQuantizer(IvfpqQuantizer *q)
+{
+	if (q->pin_count > 0)
+		q->pin_count--;
+}

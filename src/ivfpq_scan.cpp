@@ -1,0 +1,542 @@
+/*
+ * ivfpq_scan.cpp
+ *		Ordered index scan: distances to all centroids, probe the nearest
+ *		ivfpq.probes lists with per-list ADC distance tables over the packed
+ *		codes, keep the candidates, re-rank the best ivfpq.rerank of them with
+ *		exact distances from the heap (MVCC snapshot, TIDs in block order,
+ *		prefetched) and return rows in exact-distance order.
+ *
+ * PQ distances are not lower bounds of true distances, so they never go to
+ * the executor's reorder queue: rows are returned with xs_recheckorderby =
+ * false, each batch sorted by its exact distance.  When the executor asks for
+ * more rows than a batch holds (a selective WHERE, a large LIMIT) the scan
+ * re-ranks the next-best candidates and then probes further lists, up to
+ * ivfpq.max_probes (iterative scan).  Successive batches are each in order;
+ * across batches the order is relaxed, as with pgvector's iterative scans.
+ *
+ * No index page is pinned between calls: a list page is read under a share
+ * lock and its entries are copied out.
+ */
+#include <algorithm>
+#include <cmath>
+
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "access/relscan.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
+#include "pgstat.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+}
+
+/* Rows returned per batch when ivfpq.rerank = 0 (approximate order). */
+#define IVFPQ_UNRANKED_BATCH 256
+
+typedef struct IvfpqCandidate
+{
+	ItemPointerData tid;
+	float		distance;		/* ADC ordering distance */
+} IvfpqCandidate;
+
+typedef struct IvfpqResult
+{
+	ItemPointerData tid;
+	double		distance;		/* value of the ORDER BY operator */
+} IvfpqResult;
+
+typedef struct IvfpqScanOpaqueData
+{
+	MemoryContext scan_context;		/* lives as long as the scan */
+	MemoryContext batch_context;	/* reset for every batch */
+	IvfpqQuantizer *q;
+	bool		started;
+	int			probes;
+	int			rerank;
+	int			lists_limit;	/* how many lists the scan may probe in all */
+	AttrNumber	heap_attno;
+
+	/* query */
+	float	   *query_raw;		/* as given (exact distances) */
+	float	   *query;			/* as indexed (normalized for cosine) */
+
+	/* lists in probe order */
+	int32	   *list_order;
+	float	   *centroid_distances;
+	int			list_order_sorted;	/* prefix of list_order that is sorted */
+	int			next_list;
+
+	/* ADC */
+	float	   *table;
+	float	   *adc;
+
+	/* candidate pool */
+	IvfpqCandidate *pool;
+	int64		pool_count;
+	int64		pool_capacity;
+	int64		pool_next;		/* candidates before this were consumed */
+
+	/* current batch */
+	IvfpqResult *batch;
+	int			batch_count;
+	int			batch_next;
+
+	/* heap access */
+	TupleTableSlot *slot;
+	IndexFetchTableData *fetch;
+} IvfpqScanOpaqueData;
+
+typedef IvfpqScanOpaqueData *IvfpqScanOpaque;
+
+/* ambeginscan: allocate scan state; the work starts at the first tuple. */
+IndexScanDesc
+ivfpqbeginscan(Relation index, int nkeys, int norderbys)
+{
+	IndexScanDesc scan = RelationGetIndexScan(index, nkeys, norderbys);
+	IvfpqScanOpaque so = (IvfpqScanOpaque) palloc0(sizeof(IvfpqScanOpaqueData));
+
+	so->scan_context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq scan",
+											 ALLOCSET_DEFAULT_SIZES);
+	so->batch_context = AllocSetContextCreate(so->scan_context, "ivfpq scan batch",
+											  ALLOCSET_DEFAULT_SIZES);
+	so->heap_attno = index->rd_index->indkey.values[0];
+	scan->opaque = so;
+	scan->xs_orderbyvals = (Datum *) palloc0(sizeof(Datum) * Max(norderbys, 1));
+	scan->xs_orderbynulls = (bool *) palloc(sizeof(bool) * Max(norderbys, 1));
+	for (int i = 0; i < Max(norderbys, 1); i++)
+		scan->xs_orderbynulls[i] = true;
+	return scan;
+}
+
+/* Forget everything computed for the previous query. */
+static void
+IvfpqResetScan(IvfpqScanOpaque so)
+{
+	if (so->q != NULL)
+	{
+		IvfpqUnpinQuantizer(so->q);
+		so->q = NULL;
+	}
+	so->started = false;
+	so->query = so->query_raw = NULL;
+	so->list_order = NULL;
+	so->centroid_distances = NULL;
+	so->table = so->adc = NULL;
+	so->pool = NULL;
+	so->batch = NULL;
+	so->pool_count = so->pool_capacity = so->pool_next = 0;
+	so->batch_count = so->batch_next = 0;
+	so->next_list = so->list_order_sorted = 0;
+	/* Everything above lived in the scan context (slot/fetch do not). */
+	MemoryContextReset(so->scan_context);
+	so->batch_context = AllocSetContextCreate(so->scan_context, "ivfpq scan batch",
+											  ALLOCSET_DEFAULT_SIZES);
+}
+
+/* amrescan: take the new ORDER BY argument. */
+void
+ivfpqrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+
+	IvfpqResetScan(so);
+	if (keys && scan->numberOfKeys > 0)
+		memmove(scan->keyData, keys, scan->numberOfKeys * sizeof(ScanKeyData));
+	if (orderbys && scan->numberOfOrderBys > 0)
+		memmove(scan->orderByData, orderbys, scan->numberOfOrderBys * sizeof(ScanKeyData));
+}
+
+/* Sort list_order[from, to) by centroid distance. */
+static void
+IvfpqSortLists(IvfpqScanOpaque so, int from, int middle, int to)
+{
+	const float *distances = so->centroid_distances;
+	auto		closer = [distances](int32 a, int32 b) {
+		return distances[a] < distances[b] || (distances[a] == distances[b] && a < b);
+	};
+
+	std::partial_sort(so->list_order + from, so->list_order + middle, so->list_order + to, closer);
+	so->list_order_sorted = middle;
+}
+
+/* Ensure room for n more candidates in the pool. */
+static void
+IvfpqReservePool(IvfpqScanOpaque so, int64 n)
+{
+	if (so->pool_count + n <= so->pool_capacity)
+		return;
+	{
+		int64		capacity = Max(so->pool_capacity * 2, so->pool_count + n);
+		MemoryContext old_context = MemoryContextSwitchTo(so->scan_context);
+
+		if (so->pool == NULL)
+			so->pool = (IvfpqCandidate *) palloc_extended(sizeof(IvfpqCandidate) * capacity, MCXT_ALLOC_HUGE);
+		else
+			so->pool = (IvfpqCandidate *) repalloc_huge(so->pool, sizeof(IvfpqCandidate) * capacity);
+		so->pool_capacity = capacity;
+		MemoryContextSwitchTo(old_context);
+	}
+}
+
+/* Scan one list: ADC distances of all its entries into the pool. */
+static void
+IvfpqScanList(IndexScanDesc scan, int list)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+	IvfpqQuantizer *q = so->q;
+	Relation	index = scan->indexRelation;
+	int			capacity = q->list_page_capacity;
+	size_t		m = (size_t) q->m;
+	size_t		ksub = (size_t) 1 << q->nbits;
+	float		bias = 0;
+	IvfpqDirEntryData entry;
+	BlockNumber block;
+
+	if (q->trained)
+	{
+		ivfpq::core::QuantizerView view = IvfpqView(q);
+		const float *query = so->query;
+		float	   *table = so->table;
+
+		IvfpqCallCore("ivfpq scan", [&]() {
+			ivfpq::core::ComputeDistanceTable(view, query, list, table, &bias);
+		});
+	}
+
+	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
+	for (block = entry.first_block; block != InvalidBlockNumber;)
+	{
+		Buffer		buffer = ReadBuffer(index, block);
+		Page		page;
+		IvfpqPageOpaque opaque;
+		int			n;
+
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buffer);
+		opaque = IvfpqPageGetOpaque(page);
+		n = opaque->entry_count;
+		if (n > 0)
+		{
+			ItemPointer tids = IvfpqListTids(page);
+			IvfpqCandidate *out;
+
+			IvfpqReservePool(so, n);
+			out = so->pool + so->pool_count;
+			if (q->trained)
+			{
+				const uint8 *codes = IvfpqListCodes(page, capacity);
+				const float *table = so->table;
+				float	   *adc = so->adc;
+
+				IvfpqCallCore("ivfpq scan", [&]() {
+					ivfpq::core::ScanBlockedCodes(table, m, ksub, codes, (size_t) n, bias, adc);
+				});
+				for (int i = 0; i < n; i++)
+				{
+					out[i].tid = tids[i];
+					out[i].distance = so->adc[i];
+				}
+			}
+			else
+			{
+				for (int i = 0; i < n; i++)
+				{
+					out[i].tid = tids[i];
+					out[i].distance = 0;
+				}
+			}
+			so->pool_count += n;
+		}
+		block = opaque->next_block;
+		UnlockReleaseBuffer(buffer);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Probe the next 'count' lists in centroid order. */
+static void
+IvfpqProbeMore(IndexScanDesc scan, int count)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+	int			end = Min(so->next_list + count, so->lists_limit);
+
+	if (end > so->list_order_sorted)
+		IvfpqSortLists(so, so->list_order_sorted, so->lists_limit, so->q->lists);
+	for (; so->next_list < end; so->next_list++)
+		IvfpqScanList(scan, so->list_order[so->next_list]);
+}
+
+/* First call of a scan: read the query, rank the lists, probe the first ones. */
+static void
+IvfpqStartScan(IndexScanDesc scan)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+	MemoryContext old_context;
+	IvfpqQuantizer *q;
+	int			dim;
+	Vector	   *query_vector = NULL;
+
+	if (scan->numberOfOrderBys == 0 || scan->orderByData[0].sk_attno != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ivfpq index scans need ORDER BY a distance operator")));
+	if (scan->xs_snapshot == NULL || !IsMVCCSnapshot(scan->xs_snapshot))
+		elog(ERROR, "ivfpq index scans require an MVCC snapshot");
+
+	so->q = q = IvfpqGetQuantizer(index, true);
+	so->probes = ivfpq_probes;
+	so->rerank = ivfpq_rerank;
+
+	old_context = MemoryContextSwitchTo(so->scan_context);
+
+	if (!(scan->orderByData[0].sk_flags & SK_ISNULL))
+		query_vector = DatumGetVector(scan->orderByData[0].sk_argument);
+	dim = q->dim > 0 ? q->dim : (query_vector ? query_vector->dim : 1);
+	so->query_raw = (float *) palloc0(sizeof(float) * dim);
+	so->query = (float *) palloc0(sizeof(float) * dim);
+	if (query_vector != NULL)
+	{
+		if (q->dim > 0 && query_vector->dim != q->dim)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("expected %d dimensions, not %d", q->dim, query_vector->dim)));
+		memcpy(so->query_raw, query_vector->x, sizeof(float) * dim);
+		memcpy(so->query, query_vector->x, sizeof(float) * dim);
+		if (q->metric == IVFPQ_METRIC_COSINE)
+		{
+			bool		is_zero;
+
+			IvfpqNormalize(so->query, dim, &is_zero);
+		}
+	}
+	/* A NULL query orders nothing; scan as if for the zero vector. */
+
+	so->list_order = (int32 *) palloc(sizeof(int32) * q->lists);
+	for (int i = 0; i < q->lists; i++)
+		so->list_order[i] = i;
+	so->centroid_distances = (float *) palloc0(sizeof(float) * q->lists);
+	so->adc = (float *) palloc(sizeof(float) * Max(q->list_page_capacity, 1));
+
+	if (q->trained)
+	{
+		ivfpq::core::QuantizerView view = IvfpqView(q);
+		const float *query = so->query;
+		float	   *distances = so->centroid_distances;
+
+		so->table = (float *) palloc(sizeof(float) * ((Size) q->m << q->nbits));
+		IvfpqCallCore("ivfpq scan", [&]() {
+			ivfpq::core::CentroidDistances(view, query, distances);
+		});
+		so->lists_limit = ivfpq_max_probes > 0 ? Max(ivfpq_max_probes, so->probes) : q->lists;
+		so->lists_limit = Min(so->lists_limit, q->lists);
+	}
+	else
+		so->lists_limit = q->lists;		/* untrained: exact search over everything */
+	MemoryContextSwitchTo(old_context);
+
+	so->list_order_sorted = 0;
+	IvfpqSortLists(so, 0, Min(so->probes, so->lists_limit), q->lists);
+	IvfpqProbeMore(scan, q->trained ? so->probes : q->lists);
+	so->started = true;
+	pgstat_count_index_scan(index);
+}
+
+/* Exact ORDER BY value between the raw query and a heap vector. */
+static double
+IvfpqExactDistance(int metric, const float *query, const Vector *v)
+{
+	switch (metric)
+	{
+		case IVFPQ_METRIC_IP:
+			return -(double) ivfpq::core::InnerProduct(query, v->x, (size_t) v->dim);
+		case IVFPQ_METRIC_COSINE:
+			return ivfpq::core::CosineDistance(query, v->x, (size_t) v->dim);
+		default:
+			return sqrt((double) ivfpq::core::L2SquaredDistance(query, v->x, (size_t) v->dim));
+	}
+}
+
+/* Convert an ADC ordering distance to the scale of the ORDER BY operator. */
+static double
+IvfpqAdcToOperatorScale(int metric, float adc)
+{
+	switch (metric)
+	{
+		case IVFPQ_METRIC_IP:
+			return adc;
+		case IVFPQ_METRIC_COSINE:
+			return Max(adc, 0.0f) / 2;		/* unit vectors: |a-b|^2 = 2 (1 - cos) */
+		default:
+			return sqrt(Max(adc, 0.0f));
+	}
+}
+
+/*
+ * Make the next batch from the best unconsumed candidates: with rerank, fetch
+ * them from the heap (block order, prefetched), drop invisible rows and sort
+ * by exact distance; without, sort them by ADC distance.
+ */
+static void
+IvfpqNextBatch(IndexScanDesc scan)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+	IvfpqQuantizer *q = so->q;
+	int64		remaining = so->pool_count - so->pool_next;
+	bool		exact = so->rerank > 0 || !q->trained;
+	int64		take;
+	IvfpqCandidate *first = so->pool + so->pool_next;
+	MemoryContext old_context;
+
+	if (!q->trained)
+		take = remaining;
+	else if (so->rerank > 0)
+		take = Min((int64) so->rerank, remaining);
+	else
+		take = Min((int64) IVFPQ_UNRANKED_BATCH, remaining);
+
+	auto		by_distance = [](const IvfpqCandidate &a, const IvfpqCandidate &b) {
+		return a.distance < b.distance;
+	};
+
+	if (take < remaining)
+		std::nth_element(first, first + take, first + remaining, by_distance);
+
+	MemoryContextReset(so->batch_context);
+	old_context = MemoryContextSwitchTo(so->batch_context);
+	so->batch = (IvfpqResult *) palloc_extended(sizeof(IvfpqResult) * Max(take, 1), MCXT_ALLOC_HUGE);
+	so->batch_count = 0;
+	so->batch_next = 0;
+
+	if (!exact)
+	{
+		std::sort(first, first + take, by_distance);
+		for (int64 i = 0; i < take; i++)
+		{
+			so->batch[i].tid = first[i].tid;
+			so->batch[i].distance = IvfpqAdcToOperatorScale(q->metric, first[i].distance);
+		}
+		so->batch_count = (int) take;
+	}
+	else
+	{
+		Relation	heap = scan->heapRelation;
+		BlockNumber last_prefetched = InvalidBlockNumber;
+
+		if (so->fetch == NULL)
+		{
+			MemoryContext scan_lifetime = MemoryContextSwitchTo(GetMemoryChunkContext(so));
+
+			so->slot = table_slot_create(heap, NULL);
+			so->fetch = table_index_fetch_begin(heap);
+			MemoryContextSwitchTo(scan_lifetime);
+		}
+
+		std::sort(first, first + take, [](const IvfpqCandidate &a, const IvfpqCandidate &b) {
+			return ItemPointerCompare(const_cast<ItemPointer>(&a.tid), const_cast<ItemPointer>(&b.tid)) < 0;
+		});
+		for (int64 i = 0; i < take; i++)
+		{
+			BlockNumber block = ItemPointerGetBlockNumber(&first[i].tid);
+
+			if (block != last_prefetched)
+			{
+				PrefetchBuffer(heap, MAIN_FORKNUM, block);
+				last_prefetched = block;
+			}
+		}
+		for (int64 i = 0; i < take; i++)
+		{
+			bool		call_again = false;
+			bool		all_dead = false;
+			bool		isnull;
+			Datum		value;
+			Vector	   *v;
+
+			if (!table_index_fetch_tuple(so->fetch, &first[i].tid, scan->xs_snapshot,
+										 so->slot, &call_again, &all_dead))
+				continue;		/* not visible to this snapshot */
+			value = slot_getattr(so->slot, so->heap_attno, &isnull);
+			if (isnull)
+				continue;
+			v = DatumGetVector(value);
+			if (v->dim != (q->dim > 0 ? q->dim : v->dim))
+				continue;
+			so->batch[so->batch_count].tid = first[i].tid;
+			so->batch[so->batch_count].distance = IvfpqExactDistance(q->metric, so->query_raw, v);
+			so->batch_count++;
+			if ((i & 63) == 63)
+				CHECK_FOR_INTERRUPTS();
+		}
+		ExecClearTuple(so->slot);
+		std::sort(so->batch, so->batch + so->batch_count, [](const IvfpqResult &a, const IvfpqResult &b) {
+			/* NaN (cosine with a zero vector) sorts last, as in ORDER BY. */
+			if (std::isnan(a.distance))
+				return false;
+			if (std::isnan(b.distance))
+				return true;
+			return a.distance < b.distance;
+		});
+	}
+	MemoryContextSwitchTo(old_context);
+	so->pool_next += take;
+}
+
+/* amgettuple: the next row in (batch-wise) distance order. */
+bool
+ivfpqgettuple(IndexScanDesc scan, ScanDirection dir)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+
+	if (!so->started)
+		IvfpqStartScan(scan);
+
+	for (;;)
+	{
+		if (so->batch_next < so->batch_count)
+		{
+			IvfpqResult *r = &so->batch[so->batch_next++];
+
+			scan->xs_heaptid = r->tid;
+			scan->xs_recheck = false;
+			scan->xs_recheckorderby = false;
+			if (scan->numberOfOrderBys > 0)
+			{
+				scan->xs_orderbyvals[0] = Float8GetDatum(r->distance);
+				scan->xs_orderbynulls[0] = false;
+			}
+			return true;
+		}
+		if (so->pool_next < so->pool_count)
+		{
+			IvfpqNextBatch(scan);
+			continue;
+		}
+		if (so->next_list < so->lists_limit)
+		{
+			IvfpqProbeMore(scan, so->probes);
+			continue;
+		}
+		return false;
+	}
+}
+
+/* amendscan: release the heap fetch state, the quantizer pin and memory. */
+void
+ivfpqendscan(IndexScanDesc scan)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+
+	if (so->q != NULL)
+		IvfpqUnpinQuantizer(so->q);
+	if (so->fetch != NULL)
+		table_index_fetch_end(so->fetch);
+	if (so->slot != NULL)
+		ExecDropSingleTupleTableSlot(so->slot);
+	MemoryContextDelete(so->scan_context);
+	pfree(so);
+	scan->opaque = NULL;
+}

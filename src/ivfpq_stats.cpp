@@ -1,0 +1,90 @@
+/*
+ * ivfpq_stats.cpp
+ *		ivfpq_index_stats(regclass): what an ivfpq index holds, counted from
+ *		its pages: lists, rows, pages, bytes per row, list-size distribution,
+ *		training sample size and the PQ parameters.
+ */
+#include <algorithm>
+
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+PG_FUNCTION_INFO_V1(ivfpq_index_stats);
+}
+
+static const char *const metric_names[] = {"l2", "inner_product", "cosine"};
+
+/* ivfpq_index_stats(index regclass) returns record. */
+extern "C" Datum
+ivfpq_index_stats(PG_FUNCTION_ARGS)
+{
+	Oid			index_oid = PG_GETARG_OID(0);
+	Relation	index;
+	TupleDesc	tupdesc;
+	IvfpqMetaPageData meta;
+	int64	   *sizes;
+	int64		rows = 0;
+	BlockNumber pages;
+	Datum		values[13];
+	bool		nulls[13];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	index = relation_open(index_oid, AccessShareLock);
+	if (index->rd_rel->relkind != RELKIND_INDEX || index->rd_indam == NULL ||
+		index->rd_indam->ambuild != ivfpqbuild)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not an ivfpq index", RelationGetRelationName(index))));
+
+	IvfpqReadMeta(index, &meta);
+	pages = RelationGetNumberOfBlocks(index);
+	sizes = (int64 *) palloc0(sizeof(int64) * Max(meta.lists, 1));
+	for (uint32 list = 0; list < meta.lists; list++)
+	{
+		IvfpqDirEntryData entry;
+		BlockNumber block;
+
+		IvfpqReadDirEntry(index, meta.directory_start, (int) list, &entry);
+		for (block = entry.first_block; block != InvalidBlockNumber;)
+		{
+			Buffer		buffer = ReadBuffer(index, block);
+
+			LockBuffer(buffer, BUFFER_LOCK_SHARE);
+			sizes[list] += IvfpqPageGetOpaque(BufferGetPage(buffer))->entry_count;
+			block = IvfpqPageGetOpaque(BufferGetPage(buffer))->next_block;
+			UnlockReleaseBuffer(buffer);
+			CHECK_FOR_INTERRUPTS();
+		}
+		rows += sizes[list];
+	}
+	relation_close(index, AccessShareLock);
+
+	std::sort(sizes, sizes + meta.lists);
+	MemSet(nulls, 0, sizeof(nulls));
+	values[0] = Int32GetDatum((int32) meta.lists);
+	values[1] = Int64GetDatum(rows);
+	values[2] = Int64GetDatum((int64) pages);
+	if (rows > 0)
+		values[3] = Float8GetDatum((double) pages * BLCKSZ / rows);
+	else
+		nulls[3] = true;
+	values[4] = Int64GetDatum(meta.lists > 0 ? sizes[0] : 0);
+	values[5] = Int64GetDatum(meta.lists > 0 ? sizes[meta.lists / 2] : 0);
+	values[6] = Int64GetDatum(meta.lists > 0 ? sizes[meta.lists - 1] : 0);
+	values[7] = Int64GetDatum((int64) meta.training_rows);
+	values[8] = Int32GetDatum((int32) meta.dim);
+	values[9] = Int32GetDatum((int32) meta.m);
+	values[10] = Int32GetDatum((int32) meta.nbits);
+	values[11] = CStringGetTextDatum(metric_names[Min(meta.metric, 2u)]);
+	values[12] = BoolGetDatum(meta.trained != 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
