@@ -66,8 +66,12 @@ fi
 
 if ls test/t/*.pl >/dev/null 2>&1; then
     echo "== integration tests (TAP)"
-    ( cd test && PG_REGRESS="$IVFPQ_PGBIN/../lib/pgxs/src/test/regress/pg_regress" \
-        PATH="$IVFPQ_PGBIN:$PATH" prove -I "$IVFPQ_PGBIN/../lib/pgxs/src/test/perl" t/ ) >.tmp/tap.log 2>&1
+    # PostgreSQL::Test::Cluster runs initdb, so it must not run as root.
+    rm -rf .tmp/tap && mkdir -p .tmp/tap && chmod 777 .tmp/tap
+    [ "$(id -u)" = 0 ] && chown postgres: .tmp/tap
+    ivfpq_as_pg env TESTDIR="$IVFPQ_ROOT/.tmp/tap" PATH="$IVFPQ_PGBIN:$PATH" \
+        PG_REGRESS="/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress" \
+        prove -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl "$IVFPQ_ROOT"/test/t/*.pl >.tmp/tap.log 2>&1
     tail -n 15 .tmp/tap.log
     t_total=$(grep -oE 'Tests=[0-9]+' .tmp/tap.log | grep -oE '[0-9]+' || echo 0)
     t_failed=$(grep -oE 'Failed [0-9]+/' .tmp/tap.log | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')

@@ -1,0 +1,651 @@
+/*
+ * quantizer_test.cpp
+ *		Training, list assignment, residual encoding, centroid distances and
+ *		distance tables (every kernel set) against plain double-precision
+ *		loops, plus training quality, recall, tiny inputs and error cases.
+ */
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core_error.h"
+
+using namespace ivfpq::core;
+
+namespace {
+
+constexpr size_t kKsub = 256;
+
+double
+ReferenceL2(const float *a, const float *b, size_t dim)
+{
+	double		sum = 0;
+
+	for (size_t d = 0; d < dim; d++)
+		sum += (double(a[d]) - b[d]) * (double(a[d]) - b[d]);
+	return sum;
+}
+
+double
+ReferenceDot(const float *a, const float *b, size_t dim)
+{
+	double		sum = 0;
+
+	for (size_t d = 0; d < dim; d++)
+		sum += double(a[d]) * b[d];
+	return sum;
+}
+
+std::vector<float>
+GaussianFloats(size_t count, float sigma, uint32_t seed)
+{
+	std::mt19937 rng(seed);
+	std::normal_distribution<float> normal(0.0f, sigma);
+	std::vector<float> values(count);
+
+	for (auto &v : values)
+		v = normal(rng);
+	return values;
+}
+
+/*
+ * n x dim points around 'clusters' centers; each point also gets one of 16
+ * offsets per 4-dimensional slice, so residuals have structure a PQ can learn.
+ */
+std::vector<float>
+ClusteredData(size_t n, size_t dim, size_t clusters, uint32_t seed)
+{
+	std::mt19937 rng(seed);
+	std::normal_distribution<float> normal(0.0f, 1.0f);
+	std::vector<float> centers(clusters * dim);
+	std::vector<float> offsets(16 * dim);
+	std::vector<float> points(n * dim);
+
+	for (auto &v : centers)
+		v = 10.0f * normal(rng);
+	for (auto &v : offsets)
+		v = 2.0f * normal(rng);
+	for (size_t i = 0; i < n; i++)
+	{
+		size_t		center = rng() % clusters;
+
+		for (size_t d = 0; d < dim; d++)
+			points[i * dim + d] = centers[center * dim + d] + 0.1f * normal(rng);
+		for (size_t slice = 0; slice * 4 < dim; slice++)
+		{
+			size_t		offset = rng() % 16;
+
+			for (size_t d = slice * 4; d < std::min(dim, slice * 4 + 4); d++)
+				points[i * dim + d] += offsets[offset * dim + d];
+		}
+	}
+	return points;
+}
+
+QuantizerView
+View(size_t dim, size_t lists, size_t m, Metric metric, const std::vector<float> &centroids,
+	 const std::vector<float> &codebooks)
+{
+	return QuantizerView{dim, lists, m, 8, metric, centroids.data(), codebooks.data()};
+}
+
+TrainConfig
+Config(size_t dim, size_t lists, size_t m)
+{
+	TrainConfig config;
+
+	config.dim = dim;
+	config.lists = lists;
+	config.m = m;
+	config.nbits = 8;
+	config.coarse_iterations = 10;
+	config.pq_iterations = 10;
+	config.max_pq_rows = 20000;
+	config.seed = 1234;
+	config.threads = 0;
+	return config;
+}
+
+/* Mean squared PQ reconstruction error of x with lists and codes from q. */
+double
+ReconstructionError(const QuantizerView &q, const float *x, size_t n)
+{
+	std::vector<int32_t> lists(n);
+	std::vector<uint8_t> codes(n * q.m);
+	size_t		dsub = SubDim(q);
+	double		error = 0;
+
+	AssignLists(q, x, n, lists.data());
+	EncodeResiduals(q, x, lists.data(), n, codes.data());
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < q.m; j++)
+		{
+			const float *codeword = q.codebooks + (j * kKsub + codes[i * q.m + j]) * dsub;
+
+			for (size_t d = 0; d < dsub; d++)
+			{
+				size_t		k = j * dsub + d;
+				double		r = double(x[i * q.dim + k]) - q.centroids[lists[i] * q.dim + k] - codeword[d];
+
+				error += r * r;
+			}
+		}
+	return error / double(n);
+}
+
+/* Runs fn and expects a core Error of the given kind. */
+void
+ExpectError(ErrorKind kind, const std::function<void()> &fn)
+{
+	try
+	{
+		fn();
+		ADD_FAILURE() << "expected an error";
+	}
+	catch (const Error &e)
+	{
+		EXPECT_EQ(e.kind(), kind) << e.what();
+		EXPECT_GT(std::string(e.what()).size(), 10u);
+	}
+}
+
+class QuantizerKernels : public ::testing::TestWithParam<KernelSet>
+{
+protected:
+	void		SetUp() override
+	{
+		if (!UseKernels(GetParam()))
+			GTEST_SKIP() << "kernel set not supported by this CPU";
+	}
+	void		TearDown() override
+	{
+		UseKernels(KernelSet::Auto);
+	}
+};
+
+TEST_P(QuantizerKernels, AssignListsPicksNearestCentroid)
+{
+	size_t		dim = 45;
+	size_t		lists = 37;
+	auto		centroids = GaussianFloats(lists * dim, 1.0f, 1);
+	std::vector<float> codebooks(kKsub * dim, 0.0f);
+	QuantizerView q = View(dim, lists, 1, Metric::L2, centroids, codebooks);
+
+	/* 5 rows take the direct path, 300 the BLAS one. */
+	for (size_t n : {1, 5, 300})
+	{
+		auto		x = GaussianFloats(n * dim, 1.0f, uint32_t(n));
+		std::vector<int32_t> assigned(n, -1);
+		size_t		exact = 0;
+
+		AssignLists(q, x.data(), n, assigned.data());
+		for (size_t i = 0; i < n; i++)
+		{
+			double		best = std::numeric_limits<double>::infinity();
+			int32_t		best_list = -1;
+
+			for (size_t c = 0; c < lists; c++)
+			{
+				double		distance = ReferenceL2(x.data() + i * dim, centroids.data() + c * dim, dim);
+
+				if (distance < best)
+				{
+					best = distance;
+					best_list = int32_t(c);
+				}
+			}
+			ASSERT_GE(assigned[i], 0);
+			ASSERT_LT(assigned[i], int32_t(lists));
+			EXPECT_LE(ReferenceL2(x.data() + i * dim, centroids.data() + assigned[i] * dim, dim),
+					  best + 1e-4 * (1 + best));
+			exact += assigned[i] == best_list;
+		}
+		EXPECT_GE(exact, n * 99 / 100);
+	}
+}
+
+TEST_P(QuantizerKernels, EncodeResidualsPicksNearestCodewords)
+{
+	/* (dim, m) pairs covering dsub 1, 3, 4, 14, 16 and 17. */
+	const std::pair<size_t, size_t> shapes[] = {{8, 8}, {30, 10}, {32, 8}, {56, 4}, {64, 4}, {34, 2}};
+
+	for (auto [dim, m] : shapes)
+	{
+		size_t		lists = 3;
+		size_t		dsub = dim / m;
+		auto		centroids = GaussianFloats(lists * dim, 1.0f, 2);
+		auto		codebooks = GaussianFloats(m * kKsub * dsub, 0.5f, 3);
+		QuantizerView q = View(dim, lists, m, Metric::L2, centroids, codebooks);
+
+		/* 3 rows take the direct path, 203 the prepared one (with a tail). */
+		for (size_t n : {3, 203})
+		{
+			auto		x = GaussianFloats(n * dim, 1.0f, uint32_t(n + dim));
+			std::vector<int32_t> lists_of(n);
+			std::vector<uint8_t> codes(n * m);
+
+			for (size_t i = 0; i < n; i++)
+				lists_of[i] = int32_t(i % lists);
+			EncodeResiduals(q, x.data(), lists_of.data(), n, codes.data());
+			for (size_t i = 0; i < n; i++)
+			{
+				std::vector<float> residual(dim);
+
+				for (size_t d = 0; d < dim; d++)
+					residual[d] = x[i * dim + d] - centroids[lists_of[i] * dim + d];
+				for (size_t j = 0; j < m; j++)
+				{
+					double		best = std::numeric_limits<double>::infinity();
+
+					for (size_t k = 0; k < kKsub; k++)
+						best = std::min(best, ReferenceL2(residual.data() + j * dsub,
+														  codebooks.data() + (j * kKsub + k) * dsub, dsub));
+
+					double		chosen = ReferenceL2(residual.data() + j * dsub,
+													 codebooks.data() + (j * kKsub + codes[i * m + j]) * dsub, dsub);
+
+					EXPECT_LE(chosen, best + 1e-4 * (1 + best)) << "dim " << dim << " m " << m;
+				}
+			}
+		}
+	}
+}
+
+TEST_P(QuantizerKernels, CentroidDistancesMatchReference)
+{
+	size_t		dim = 77;
+	size_t		lists = 19;
+	auto		centroids = GaussianFloats(lists * dim, 1.0f, 4);
+	std::vector<float> codebooks(kKsub * dim, 0.0f);
+	auto		query = GaussianFloats(dim, 1.0f, 5);
+
+	for (Metric metric : {Metric::L2, Metric::Cosine, Metric::InnerProduct})
+	{
+		QuantizerView q = View(dim, lists, 1, metric, centroids, codebooks);
+		std::vector<float> distances(lists);
+
+		CentroidDistances(q, query.data(), distances.data());
+		for (size_t c = 0; c < lists; c++)
+		{
+			double		expected = metric == Metric::InnerProduct
+				? -ReferenceDot(query.data(), centroids.data() + c * dim, dim)
+				: ReferenceL2(query.data(), centroids.data() + c * dim, dim);
+
+			EXPECT_NEAR(distances[c], expected, 1e-4 * (1 + std::fabs(expected)));
+		}
+	}
+}
+
+TEST_P(QuantizerKernels, DistanceTablesMatchReference)
+{
+	const std::pair<size_t, size_t> shapes[] = {{8, 8}, {30, 10}, {32, 8}, {56, 4}, {64, 4}, {34, 2}, {784, 56}};
+
+	for (auto [dim, m] : shapes)
+	{
+		size_t		lists = 5;
+		size_t		dsub = dim / m;
+		auto		centroids = GaussianFloats(lists * dim, 1.0f, 6);
+		auto		codebooks = GaussianFloats(m * kKsub * dsub, 0.5f, 7);
+		auto		query = GaussianFloats(dim, 1.0f, 8);
+
+		for (Metric metric : {Metric::L2, Metric::Cosine, Metric::InnerProduct})
+		{
+			QuantizerView q = View(dim, lists, m, metric, centroids, codebooks);
+			std::vector<float> table(m * kKsub);
+			float		bias = 12345;
+			int32_t		list = 3;
+
+			ComputeDistanceTable(q, query.data(), list, table.data(), &bias);
+
+			std::vector<float> residual(dim);
+
+			for (size_t d = 0; d < dim; d++)
+				residual[d] = query[d] - centroids[list * dim + d];
+			if (metric == Metric::InnerProduct)
+				EXPECT_NEAR(bias, -ReferenceDot(query.data(), centroids.data() + list * dim, dim), 1e-3);
+			else
+				EXPECT_EQ(bias, 0.0f);
+			for (size_t j = 0; j < m; j++)
+				for (size_t k = 0; k < kKsub; k++)
+				{
+					const float *codeword = codebooks.data() + (j * kKsub + k) * dsub;
+					double		expected = metric == Metric::InnerProduct
+						? -ReferenceDot(query.data() + j * dsub, codeword, dsub)
+						: ReferenceL2(residual.data() + j * dsub, codeword, dsub);
+
+					ASSERT_NEAR(table[j * kKsub + k], expected, 1e-4 * (1 + std::fabs(expected)))
+						<< "dim " << dim << " m " << m << " j " << j << " k " << k;
+				}
+		}
+	}
+}
+
+TEST_P(QuantizerKernels, TrainedCodebooksBeatRandomOnes)
+{
+	size_t		dim = 32;
+	size_t		m = 8;
+	size_t		lists = 8;
+	size_t		n = 3000;
+	auto		data = ClusteredData(n, dim, lists, 9);
+	TrainConfig config = Config(dim, lists, m);
+	std::vector<float> centroids(lists * dim);
+	std::vector<float> codebooks(m * kKsub * (dim / m));
+
+	Train(config, data.data(), n, centroids.data(), codebooks.data());
+	for (float v : centroids)
+		ASSERT_TRUE(std::isfinite(v));
+	for (float v : codebooks)
+		ASSERT_TRUE(std::isfinite(v));
+
+	QuantizerView trained = View(dim, lists, m, Metric::L2, centroids, codebooks);
+	double		trained_error = ReconstructionError(trained, data.data(), n);
+
+	/* Residual energy: the error of an all-zero codebook. */
+	std::vector<float> zero(codebooks.size(), 0.0f);
+	double		residual_energy = ReconstructionError(View(dim, lists, m, Metric::L2, centroids, zero),
+													  data.data(), n);
+
+	/* Random codewords with the spread of the residuals. */
+	float		sigma = float(std::sqrt(residual_energy / double(dim)));
+	auto		random = GaussianFloats(codebooks.size(), sigma, 10);
+	double		random_error = ReconstructionError(View(dim, lists, m, Metric::L2, centroids, random),
+												   data.data(), n);
+
+	EXPECT_LT(trained_error, 0.25 * random_error);
+	EXPECT_LT(trained_error, 0.25 * residual_energy);
+}
+
+TEST_P(QuantizerKernels, SearchWithRerankFindsNearestNeighbour)
+{
+	size_t		dim = 32;
+	size_t		m = 8;
+	size_t		lists = 16;
+	size_t		n = 4000;
+	size_t		queries = 100;
+	size_t		rerank = 100;
+	auto		all = ClusteredData(n + queries, dim, 12, 11);
+	const float *base = all.data();
+	const float *query_rows = all.data() + n * dim;
+	std::vector<float> centroids(lists * dim);
+	std::vector<float> codebooks(m * kKsub * (dim / m));
+
+	Train(Config(dim, lists, m), base, n, centroids.data(), codebooks.data());
+
+	QuantizerView q = View(dim, lists, m, Metric::L2, centroids, codebooks);
+	std::vector<int32_t> assigned(n);
+	std::vector<uint8_t> codes(n * m);
+
+	AssignLists(q, base, n, assigned.data());
+	EncodeResiduals(q, base, assigned.data(), n, codes.data());
+
+	/* Inverted lists in the blocked layout, as on list pages. */
+	std::vector<std::vector<size_t>> ids(lists);
+	std::vector<std::vector<uint8_t>> blocks(lists);
+
+	for (size_t i = 0; i < n; i++)
+		ids[assigned[i]].push_back(i);
+	for (size_t l = 0; l < lists; l++)
+	{
+		blocks[l].assign(BlockedCodeBytes(ids[l].size(), m), 0);
+		for (size_t e = 0; e < ids[l].size(); e++)
+			StoreBlockedCode(blocks[l].data(), e, m, codes.data() + ids[l][e] * m);
+	}
+
+	size_t		found = 0;
+
+	for (size_t qi = 0; qi < queries; qi++)
+	{
+		const float *query = query_rows + qi * dim;
+		std::vector<std::pair<float, size_t>> candidates;
+		std::vector<float> table(m * kKsub);
+
+		for (size_t l = 0; l < lists; l++)
+		{
+			float		bias;
+			std::vector<float> distances(ids[l].size());
+
+			ComputeDistanceTable(q, query, int32_t(l), table.data(), &bias);
+			ScanBlockedCodes(table.data(), m, kKsub, blocks[l].data(), ids[l].size(), bias,
+							 distances.data());
+			for (size_t e = 0; e < ids[l].size(); e++)
+				candidates.emplace_back(distances[e], ids[l][e]);
+		}
+		std::partial_sort(candidates.begin(), candidates.begin() + rerank, candidates.end());
+
+		size_t		best_reranked = candidates[0].second;
+		size_t		truth = 0;
+
+		for (size_t c = 0; c < rerank; c++)
+			if (ReferenceL2(query, base + candidates[c].second * dim, dim) <
+				ReferenceL2(query, base + best_reranked * dim, dim))
+				best_reranked = candidates[c].second;
+		for (size_t i = 1; i < n; i++)
+			if (ReferenceL2(query, base + i * dim, dim) < ReferenceL2(query, base + truth * dim, dim))
+				truth = i;
+		found += best_reranked == truth;
+	}
+	EXPECT_GE(found, queries * 95 / 100);
+}
+
+TEST_P(QuantizerKernels, TinyInputsTrainAndEncodeExactly)
+{
+	size_t		dim = 16;
+	size_t		m = 4;
+	size_t		lists = 16;
+
+	for (size_t n : {1, 5})
+	{
+		auto		data = GaussianFloats(n * dim, 3.0f, uint32_t(20 + n));
+		std::vector<float> centroids(lists * dim);
+		std::vector<float> codebooks(m * kKsub * (dim / m));
+
+		Train(Config(dim, lists, m), data.data(), n, centroids.data(), codebooks.data());
+
+		/* Every row became a centroid, so every residual is zero. */
+		QuantizerView q = View(dim, lists, m, Metric::L2, centroids, codebooks);
+
+		EXPECT_NEAR(ReconstructionError(q, data.data(), n), 0.0, 1e-6);
+		for (float v : codebooks)
+			EXPECT_NEAR(v, 0.0f, 1e-6);
+
+		/* Other vectors still get a valid list and code. */
+		auto		other = GaussianFloats(40 * dim, 3.0f, 99);
+		std::vector<int32_t> assigned(40);
+		std::vector<uint8_t> codes(40 * m);
+
+		AssignLists(q, other.data(), 40, assigned.data());
+		EncodeResiduals(q, other.data(), assigned.data(), 40, codes.data());
+		for (int32_t list : assigned)
+		{
+			EXPECT_GE(list, 0);
+			EXPECT_LT(list, int32_t(n));	/* duplicates never win a tie */
+		}
+	}
+}
+
+TEST_P(QuantizerKernels, FewerRowsThanCodewordsStillTrain)
+{
+	size_t		dim = 16;
+	size_t		m = 2;
+	size_t		lists = 2;
+	size_t		n = 100;
+	auto		data = ClusteredData(n, dim, 2, 30);
+	std::vector<float> centroids(lists * dim);
+	std::vector<float> codebooks(m * kKsub * (dim / m));
+
+	Train(Config(dim, lists, m), data.data(), n, centroids.data(), codebooks.data());
+	for (float v : codebooks)
+		ASSERT_TRUE(std::isfinite(v));
+	/* 100 rows, 256 codewords: every residual has its own codeword. */
+	EXPECT_NEAR(ReconstructionError(View(dim, lists, m, Metric::L2, centroids, codebooks),
+									data.data(), n), 0.0, 1e-4);
+}
+
+TEST_P(QuantizerKernels, TrainingIsDeterministic)
+{
+	size_t		dim = 24;
+	size_t		m = 6;
+	size_t		lists = 4;
+	size_t		n = 1500;
+	auto		data = ClusteredData(n, dim, 4, 40);
+	TrainConfig config = Config(dim, lists, m);
+
+	config.max_pq_rows = 1000;
+
+	std::vector<float> centroids1(lists * dim), centroids2(lists * dim);
+	std::vector<float> codebooks1(m * kKsub * (dim / m)), codebooks2(m * kKsub * (dim / m));
+
+	config.threads = 1;
+	Train(config, data.data(), n, centroids1.data(), codebooks1.data());
+	config.threads = 2;
+	Train(config, data.data(), n, centroids2.data(), codebooks2.data());
+	EXPECT_EQ(centroids1, centroids2);
+	EXPECT_EQ(codebooks1, codebooks2);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKernelSets, QuantizerKernels,
+						 ::testing::Values(KernelSet::Portable, KernelSet::Avx2),
+						 [](const auto &info) {
+							 return std::string(info.param == KernelSet::Portable ? "Portable" : "Avx2");
+						 });
+
+TEST(Train, RejectsInvalidParameters)
+{
+	auto		data = GaussianFloats(100 * 16, 1.0f, 50);
+	std::vector<float> centroids(64 * 16);
+	std::vector<float> codebooks(16 * kKsub * 16);
+	auto		train = [&](TrainConfig config, size_t n) {
+		return [&, config, n]() {
+			Train(config, data.data(), n, centroids.data(), codebooks.data());
+		};
+	};
+	TrainConfig good = Config(16, 4, 4);
+	TrainConfig bad;
+
+	EXPECT_NO_THROW(train(good, 100)());
+	ExpectError(ErrorKind::InvalidParameter, train(good, 0));
+	bad = good;
+	bad.m = 5;					/* 16 % 5 != 0 */
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.m = 0;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.nbits = 4;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.lists = 0;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.dim = 0;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.coarse_iterations = 0;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.pq_iterations = 0;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+}
+
+TEST(Train, RejectsNaNAndInfinity)
+{
+	std::vector<float> centroids(4 * 16);
+	std::vector<float> codebooks(4 * kKsub * 4);
+
+	for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+					  std::numeric_limits<float>::infinity(),
+					  -std::numeric_limits<float>::infinity()})
+	{
+		auto		data = GaussianFloats(50 * 16, 1.0f, 51);
+
+		data[37 * 16 + 5] = bad;
+		ExpectError(ErrorKind::DataException, [&]() {
+			Train(Config(16, 4, 4), data.data(), 50, centroids.data(), codebooks.data());
+		});
+	}
+}
+
+std::atomic<int> interrupt_polls{0};
+int			interrupt_after = 0;
+
+bool
+InterruptAfterSomePolls()
+{
+	return interrupt_polls.fetch_add(1) >= interrupt_after;
+}
+
+struct TrainCall
+{
+	const float *data;
+	size_t		n;
+	float	   *centroids;
+	float	   *codebooks;
+};
+
+TEST(Train, InterruptCancels)
+{
+	size_t		dim = 32;
+	size_t		n = 3000;
+	auto		data = ClusteredData(n, dim, 8, 52);
+	std::vector<float> centroids(8 * dim);
+	std::vector<float> codebooks(8 * kKsub * 4);
+	TrainCall	call{data.data(), n, centroids.data(), codebooks.data()};
+
+	/* Right away, and later on (inside FAISS or the PQ k-means). */
+	for (int after : {0, 3, 20})
+	{
+		Failure		failure;
+
+		interrupt_polls = 0;
+		interrupt_after = after;
+		SetInterruptCheck(InterruptAfterSomePolls);
+		EXPECT_FALSE(InvokeGuarded([](void *arg) {
+			auto	   *c = static_cast<TrainCall *>(arg);
+
+			Train(Config(32, 8, 8), c->data, c->n, c->centroids, c->codebooks);
+		}, &call, &failure));
+		SetInterruptCheck(nullptr);
+		EXPECT_EQ(failure.kind, ErrorKind::Cancelled) << after << ": " << failure.message;
+	}
+}
+
+TEST(Quantizer, RejectsListsOutOfRange)
+{
+	size_t		dim = 8;
+	auto		centroids = GaussianFloats(2 * dim, 1.0f, 60);
+	auto		codebooks = GaussianFloats(2 * kKsub * 4, 1.0f, 61);
+	QuantizerView q = View(dim, 2, 2, Metric::L2, centroids, codebooks);
+	auto		x = GaussianFloats(dim, 1.0f, 62);
+	std::vector<float> table(2 * kKsub);
+	float		bias;
+	uint8_t		code[2];
+
+	for (int32_t list : {-1, 2})
+	{
+		ExpectError(ErrorKind::InvalidParameter, [&]() {
+			ComputeDistanceTable(q, x.data(), list, table.data(), &bias);
+		});
+		ExpectError(ErrorKind::InvalidParameter, [&]() {
+			EncodeResiduals(q, x.data(), &list, 1, code);
+		});
+	}
+}
+
+TEST(Train, MemoryEstimateGrowsWithSample)
+{
+	TrainConfig config = Config(784, 256, 56);
+
+	config.max_pq_rows = 1000000;
+	EXPECT_GT(TrainingMemoryBytes(config, 1000), size_t(16) << 20);
+	EXPECT_GT(TrainingMemoryBytes(config, 600000), TrainingMemoryBytes(config, 60000));
+	config.max_pq_rows = 16384;
+	EXPECT_LT(TrainingMemoryBytes(config, 60000), size_t(64) << 20);
+}
+
+}							/* namespace */

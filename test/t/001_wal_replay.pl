@@ -1,0 +1,84 @@
+# WAL replay of ivfpq indexes: a streaming replica sees the built index and
+# every insert/vacuum after it, and crash recovery (immediate stop) loses
+# nothing that was committed.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $dim = 16;
+
+sub random_vector
+{
+	return '[' . join(',', map { sprintf('%.4f', rand()) } 1 .. $dim) . ']';
+}
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf('postgresql.conf', "max_parallel_maintenance_workers = 0\n");
+$primary->start;
+$primary->safe_psql('postgres', 'CREATE EXTENSION ivfpq');
+$primary->safe_psql('postgres', "CREATE TABLE items (id int, e vector($dim))");
+$primary->safe_psql('postgres',
+	"INSERT INTO items SELECT i, ARRAY(SELECT random() FROM generate_series(1, $dim) WHERE i > 0)::vector "
+	  . "FROM generate_series(1, 3000) i");
+$primary->safe_psql('postgres',
+	'CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 20, m = 8)');
+
+$primary->backup('backup');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'backup', has_streaming => 1);
+$standby->start;
+
+# writes after the backup reach the replica through WAL only
+$primary->safe_psql('postgres',
+	"INSERT INTO items SELECT 10000 + i, ARRAY(SELECT random() FROM generate_series(1, $dim) WHERE i > 0)::vector "
+	  . "FROM generate_series(1, 2000) i");
+$primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 3 = 0');
+$primary->safe_psql('postgres', 'VACUUM items');
+$primary->wait_for_catchup($standby);
+
+my $stats = 'SELECT lists, rows, pages FROM ivfpq_index_stats(\'items_idx\')';
+is($standby->safe_psql('postgres', $stats), $primary->safe_psql('postgres', $stats),
+	'replica index has the same lists, rows and pages');
+
+my $knn = "SET enable_seqscan = off; SET ivfpq.probes = 20; "
+  . "SELECT string_agg(id::text, ',') FROM (SELECT id FROM items ORDER BY e <-> '"
+  . random_vector() . "' LIMIT 10) s";
+my $on_primary = $primary->safe_psql('postgres', $knn);
+is($standby->safe_psql('postgres', $knn), $on_primary, 'replica returns the same neighbours');
+my $exact = $primary->safe_psql('postgres', $knn =~ s/enable_seqscan = off/enable_indexscan = off/r);
+is($on_primary, $exact, 'with all lists probed the index result equals exact search');
+
+my $count_via_index = "SET enable_seqscan = off; SET ivfpq.rerank = 0; SET ivfpq.probes = 20; "
+  . "SELECT count(*) FROM (SELECT id FROM items ORDER BY e <-> '" . random_vector() . "') s";
+is($standby->safe_psql('postgres', $count_via_index),
+	$primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
+	'every live row is reachable through the index on the replica');
+
+# crash recovery: committed inserts survive an immediate stop
+$primary->safe_psql('postgres',
+	"INSERT INTO items SELECT 50000 + i, ARRAY(SELECT random() FROM generate_series(1, $dim) WHERE i > 0)::vector "
+	  . "FROM generate_series(1, 1500) i");
+$primary->safe_psql('postgres', "INSERT INTO items VALUES (99999, '[" . join(',', (7) x $dim) . "]')");
+$primary->stop('immediate');
+$primary->start;
+is($primary->safe_psql('postgres', $count_via_index),
+	$primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
+	'after crash recovery every row is in the index');
+is($primary->safe_psql('postgres',
+		"SET enable_seqscan = off; SELECT id FROM items ORDER BY e <-> '[" . join(',', (7) x $dim) . "]' LIMIT 1"),
+	'99999', 'a row committed just before the crash is found');
+
+# an index built right before a crash is complete after recovery
+$primary->safe_psql('postgres', 'CREATE INDEX items_idx2 ON items USING ivfpq (e vector_cosine_ops) WITH (lists = 10, m = 4)');
+$primary->stop('immediate');
+$primary->start;
+is($primary->safe_psql('postgres', "SELECT rows FROM ivfpq_index_stats('items_idx2')"),
+	$primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
+	'index built before a crash is intact');
+
+$standby->stop;
+$primary->stop;
+done_testing();
