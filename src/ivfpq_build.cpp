@@ -15,7 +15,10 @@
 
 extern "C"
 {
+#include "access/parallel.h"
+#include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "access/xloginsert.h"
 #include "catalog/index.h"
 #include "catalog/pg_operator.h"
@@ -26,11 +29,15 @@ extern "C"
 #include "miscadmin.h"
 #include "optimizer/optimizer.h"
 #include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
 #include "utils/datum.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "storage/smgr.h"
 #include "utils/sampling.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/tuplesort.h"
 }
@@ -75,7 +82,56 @@ typedef struct IvfpqBuildState
 	int64		skipped_zero_rows;
 
 	MemoryContext tmp_context;
+
+	/* parallel encoding (NULL when serial) */
+	struct IvfpqLeader *leader;
 } IvfpqBuildState;
+
+/*
+ * Shared state of a parallel build, in the DSM segment.  A parallel table
+ * scan descriptor follows it; centroids and codebooks have their own keys.
+ */
+typedef struct IvfpqShared
+{
+	Oid			heap_oid;
+	Oid			index_oid;
+	bool		is_concurrent;
+	int			participants;	/* tuplesort participants, leader included */
+	int			dim;
+	int			lists;
+	int			m;
+	int			nbits;
+	int			metric;
+	bool		trained;
+	int			sort_mem_per_participant;	/* kB */
+
+	ConditionVariable workers_done_cv;
+	slock_t		mutex;
+	int			participants_done;
+	double		indexed_rows;
+	int64		skipped_zero_rows;
+} IvfpqShared;
+
+#define ParallelTableScanFromIvfpqShared(shared) \
+	((ParallelTableScanDesc) ((char *) (shared) + BUFFERALIGN(sizeof(IvfpqShared))))
+
+#define IVFPQ_KEY_SHARED		UINT64CONST(0xA0F1F0C000000001)
+#define IVFPQ_KEY_TUPLESORT		UINT64CONST(0xA0F1F0C000000002)
+#define IVFPQ_KEY_CENTROIDS		UINT64CONST(0xA0F1F0C000000003)
+#define IVFPQ_KEY_CODEBOOKS		UINT64CONST(0xA0F1F0C000000004)
+#define IVFPQ_KEY_QUERY_TEXT	UINT64CONST(0xA0F1F0C000000005)
+
+/* What the leader keeps of a parallel build. */
+typedef struct IvfpqLeader
+{
+	ParallelContext *pcxt;
+	int			participants;
+	IvfpqShared *shared;
+	Sharedsort *sharedsort;
+	Snapshot	snapshot;
+} IvfpqLeader;
+
+extern "C" PGDLLEXPORT void IvfpqParallelBuildMain(dsm_segment *seg, shm_toc *toc);
 
 /* Dimensions declared by the column's typmod, or 0. */
 static int
@@ -324,6 +380,18 @@ IvfpqFlushBatch(IvfpqBuildState *state)
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) state->indexed_rows);
 }
 
+/* Allocate the encoding batch buffers (dim must be known, or 0 for lazily). */
+static void
+IvfpqAllocateBatch(IvfpqBuildState *state)
+{
+	if (state->dim > 0)
+		state->batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state->dim,
+												 MCXT_ALLOC_HUGE);
+	state->batch_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * IVFPQ_ENCODE_BATCH);
+	state->batch_lists = (int32 *) palloc(sizeof(int32) * IVFPQ_ENCODE_BATCH);
+	state->batch_codes = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * Max(state->m, 1));
+}
+
 /* Heap scan callback of the encoding pass: buffer one row. */
 static void
 IvfpqBuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
@@ -549,6 +617,266 @@ IvfpqResolveOptions(IvfpqBuildState *state, IvfpqOptions *options, double estima
 	state->list_page_capacity = IvfpqListPageCapacity(state->m);
 }
 
+/* The sort descriptor: (list int4, entry bytea = heap TID + code). */
+static TupleDesc
+IvfpqSortDesc(void)
+{
+	TupleDesc	desc = CreateTemplateTupleDesc(2);
+
+	TupleDescInitEntry(desc, (AttrNumber) 1, "list", INT4OID, -1, 0);
+	TupleDescInitEntry(desc, (AttrNumber) 2, "entry", BYTEAOID, -1, 0);
+	return desc;
+}
+
+/* A tuplesort ordered by list; coordinate is NULL for a serial build. */
+static Tuplesortstate *
+IvfpqBeginSort(TupleDesc desc, int work_mem_kb, SortCoordinate coordinate)
+{
+	AttrNumber	sort_key = 1;
+	Oid			sort_operator = Int4LessOperator;
+	Oid			sort_collation = InvalidOid;
+	bool		nulls_first = false;
+
+	return tuplesort_begin_heap(desc, 1, &sort_key, &sort_operator, &sort_collation,
+								&nulls_first, work_mem_kb, coordinate, TUPLESORT_NONE);
+}
+
+/*
+ * One participant of a parallel build (a worker, or the leader taking part):
+ * scan its share of the heap, encode, sort its codes into its own run.
+ */
+static void
+IvfpqParallelScanAndSort(IvfpqBuildState *state, IvfpqShared *shared, Sharedsort *sharedsort,
+						 bool progress)
+{
+	SortCoordinate coordinate = (SortCoordinate) palloc0(sizeof(SortCoordinateData));
+	TableScanDesc scan;
+
+	coordinate->isWorker = true;
+	coordinate->nParticipants = -1;
+	coordinate->sharedsort = sharedsort;
+	state->sort_desc = IvfpqSortDesc();
+	state->sort = IvfpqBeginSort(state->sort_desc, shared->sort_mem_per_participant, coordinate);
+	state->sort_slot = MakeSingleTupleTableSlot(state->sort_desc, &TTSOpsVirtual);
+
+	scan = table_beginscan_parallel(state->heap, ParallelTableScanFromIvfpqShared(shared));
+	table_index_build_scan(state->heap, state->index, state->index_info, true, progress,
+						   IvfpqBuildCallback, state, scan);
+	IvfpqFlushBatch(state);
+	tuplesort_performsort(state->sort);
+
+	SpinLockAcquire(&shared->mutex);
+	shared->participants_done++;
+	shared->indexed_rows += state->indexed_rows;
+	shared->skipped_zero_rows += state->skipped_zero_rows;
+	SpinLockRelease(&shared->mutex);
+	ConditionVariableSignal(&shared->workers_done_cv);
+
+	tuplesort_end(state->sort);
+	state->sort = NULL;
+	ExecDropSingleTupleTableSlot(state->sort_slot);
+	state->sort_slot = NULL;
+}
+
+/* Entry point of a parallel worker (found by name through CreateParallelContext). */
+extern "C" void
+IvfpqParallelBuildMain(dsm_segment *seg, shm_toc *toc)
+{
+	IvfpqShared *shared = (IvfpqShared *) shm_toc_lookup(toc, IVFPQ_KEY_SHARED, false);
+	Sharedsort *sharedsort = (Sharedsort *) shm_toc_lookup(toc, IVFPQ_KEY_TUPLESORT, false);
+	char	   *query_text = (char *) shm_toc_lookup(toc, IVFPQ_KEY_QUERY_TEXT, true);
+	LOCKMODE	heap_lock = shared->is_concurrent ? ShareUpdateExclusiveLock : ShareLock;
+	LOCKMODE	index_lock = shared->is_concurrent ? RowExclusiveLock : AccessExclusiveLock;
+	IvfpqBuildState state;
+
+	debug_query_string = query_text;
+	pgstat_report_activity(STATE_RUNNING, debug_query_string);
+
+	MemSet(&state, 0, sizeof(state));
+	state.heap = table_open(shared->heap_oid, heap_lock);
+	state.index = index_open(shared->index_oid, index_lock);
+	state.index_info = BuildIndexInfo(state.index);
+	state.index_info->ii_Concurrent = shared->is_concurrent;
+	state.dim = shared->dim;
+	state.lists = shared->lists;
+	state.m = shared->m;
+	state.nbits = shared->nbits;
+	state.metric = shared->metric;
+	state.trained = shared->trained;
+	if (state.trained)
+	{
+		state.centroids = (float *) shm_toc_lookup(toc, IVFPQ_KEY_CENTROIDS, false);
+		state.codebooks = (float *) shm_toc_lookup(toc, IVFPQ_KEY_CODEBOOKS, false);
+	}
+	state.tmp_context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq build temporary",
+											  ALLOCSET_DEFAULT_SIZES);
+	IvfpqAllocateBatch(&state);
+	tuplesort_attach_shared(sharedsort, seg);
+
+	IvfpqParallelScanAndSort(&state, shared, sharedsort, false);
+
+	index_close(state.index, index_lock);
+	table_close(state.heap, heap_lock);
+}
+
+/*
+ * Try to set up a parallel encoding pass with up to 'requested' workers.
+ * On success state->leader is set; otherwise the build stays serial.
+ */
+static void
+IvfpqBeginParallel(IvfpqBuildState *state, bool is_concurrent, int requested)
+{
+	ParallelContext *pcxt;
+	Snapshot	snapshot;
+	Size		shared_bytes;
+	Size		sort_bytes;
+	Size		centroid_bytes = sizeof(float) * (Size) state->lists * state->dim;
+	Size		codebook_bytes = sizeof(float) * ((Size) state->dim << state->nbits);
+	Size		query_bytes = debug_query_string ? strlen(debug_query_string) + 1 : 0;
+	IvfpqShared *shared;
+	Sharedsort *sharedsort;
+	IvfpqLeader *leader;
+	int			keys = 3;
+
+	EnterParallelMode();
+	pcxt = CreateParallelContext("ivfpq", "IvfpqParallelBuildMain", requested);
+
+	snapshot = is_concurrent ? RegisterSnapshot(GetTransactionSnapshot()) : SnapshotAny;
+	shared_bytes = add_size(BUFFERALIGN(sizeof(IvfpqShared)), table_parallelscan_estimate(state->heap, snapshot));
+	sort_bytes = tuplesort_estimate_shared(requested + 1);
+	shm_toc_estimate_chunk(&pcxt->estimator, shared_bytes);
+	shm_toc_estimate_chunk(&pcxt->estimator, sort_bytes);
+	if (state->trained)
+	{
+		shm_toc_estimate_chunk(&pcxt->estimator, centroid_bytes);
+		shm_toc_estimate_chunk(&pcxt->estimator, codebook_bytes);
+		keys += 2;
+	}
+	if (query_bytes > 0)
+		shm_toc_estimate_chunk(&pcxt->estimator, query_bytes);
+	shm_toc_estimate_keys(&pcxt->estimator, keys);
+
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg == NULL)
+	{
+		if (IsMVCCSnapshot(snapshot))
+			UnregisterSnapshot(snapshot);
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		return;
+	}
+
+	shared = (IvfpqShared *) shm_toc_allocate(pcxt->toc, shared_bytes);
+	shared->heap_oid = RelationGetRelid(state->heap);
+	shared->index_oid = RelationGetRelid(state->index);
+	shared->is_concurrent = is_concurrent;
+	shared->participants = requested + 1;
+	shared->dim = state->dim;
+	shared->lists = state->lists;
+	shared->m = state->m;
+	shared->nbits = state->nbits;
+	shared->metric = state->metric;
+	shared->trained = state->trained;
+	shared->sort_mem_per_participant = Max(maintenance_work_mem / (requested + 1), 64);
+	ConditionVariableInit(&shared->workers_done_cv);
+	SpinLockInit(&shared->mutex);
+	shared->participants_done = 0;
+	shared->indexed_rows = 0;
+	shared->skipped_zero_rows = 0;
+	table_parallelscan_initialize(state->heap, ParallelTableScanFromIvfpqShared(shared), snapshot);
+
+	sharedsort = (Sharedsort *) shm_toc_allocate(pcxt->toc, sort_bytes);
+	tuplesort_initialize_shared(sharedsort, requested + 1, pcxt->seg);
+
+	shm_toc_insert(pcxt->toc, IVFPQ_KEY_SHARED, shared);
+	shm_toc_insert(pcxt->toc, IVFPQ_KEY_TUPLESORT, sharedsort);
+	if (state->trained)
+	{
+		float	   *centroids = (float *) shm_toc_allocate(pcxt->toc, centroid_bytes);
+		float	   *codebooks = (float *) shm_toc_allocate(pcxt->toc, codebook_bytes);
+
+		memcpy(centroids, state->centroids, centroid_bytes);
+		memcpy(codebooks, state->codebooks, codebook_bytes);
+		shm_toc_insert(pcxt->toc, IVFPQ_KEY_CENTROIDS, centroids);
+		shm_toc_insert(pcxt->toc, IVFPQ_KEY_CODEBOOKS, codebooks);
+	}
+	if (query_bytes > 0)
+	{
+		char	   *query_text = (char *) shm_toc_allocate(pcxt->toc, query_bytes);
+
+		memcpy(query_text, debug_query_string, query_bytes);
+		shm_toc_insert(pcxt->toc, IVFPQ_KEY_QUERY_TEXT, query_text);
+	}
+
+	LaunchParallelWorkers(pcxt);
+
+	leader = (IvfpqLeader *) palloc0(sizeof(IvfpqLeader));
+	leader->pcxt = pcxt;
+	leader->participants = pcxt->nworkers_launched + 1;	/* the leader takes part */
+	leader->shared = shared;
+	leader->sharedsort = sharedsort;
+	leader->snapshot = snapshot;
+
+	/* Workers that did not start must not be waited for. */
+	SpinLockAcquire(&shared->mutex);
+	shared->participants = leader->participants;
+	SpinLockRelease(&shared->mutex);
+	WaitForParallelWorkersToAttach(pcxt);
+	state->leader = leader;
+	ereport(DEBUG1,
+			(errmsg_internal("ivfpq build of \"%s\": %d of %d parallel workers launched",
+							 RelationGetRelationName(state->index), pcxt->nworkers_launched, requested)));
+}
+
+/*
+ * Parallel encoding pass: the leader scans its share too, waits for every
+ * participant, then opens the merged sort over all their runs.
+ */
+static void
+IvfpqParallelEncode(IvfpqBuildState *state)
+{
+	IvfpqLeader *leader = state->leader;
+	IvfpqShared *shared = leader->shared;
+	SortCoordinate coordinate;
+
+	IvfpqParallelScanAndSort(state, shared, leader->sharedsort, true);
+
+	for (;;)
+	{
+		bool		done;
+
+		SpinLockAcquire(&shared->mutex);
+		done = shared->participants_done >= leader->participants;
+		SpinLockRelease(&shared->mutex);
+		if (done)
+			break;
+		ConditionVariableSleep(&shared->workers_done_cv, WAIT_EVENT_PARALLEL_CREATE_INDEX_SCAN);
+	}
+	ConditionVariableCancelSleep();
+
+	state->indexed_rows = shared->indexed_rows;
+	state->skipped_zero_rows = shared->skipped_zero_rows;
+
+	coordinate = (SortCoordinate) palloc0(sizeof(SortCoordinateData));
+	coordinate->isWorker = false;
+	coordinate->nParticipants = leader->participants;
+	coordinate->sharedsort = leader->sharedsort;
+	state->sort_desc = IvfpqSortDesc();
+	state->sort = IvfpqBeginSort(state->sort_desc, maintenance_work_mem, coordinate);
+	state->sort_slot = MakeSingleTupleTableSlot(state->sort_desc, &TTSOpsVirtual);
+}
+
+/* Tear down the parallel context after the lists are written. */
+static void
+IvfpqEndParallel(IvfpqLeader *leader)
+{
+	WaitForParallelWorkersToFinish(leader->pcxt);
+	if (IsMVCCSnapshot(leader->snapshot))
+		UnregisterSnapshot(leader->snapshot);
+	DestroyParallelContext(leader->pcxt);
+	ExitParallelMode();
+}
+
 /* ambuild: build a trained index over the heap. */
 IndexBuildResult *
 ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
@@ -687,39 +1015,36 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 
 	/* 4. assign + encode every row into a sort by list */
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_ENCODE);
+	IvfpqAllocateBatch(&state);
+	if (state.dim > 0 && RelationGetNumberOfBlocks(heap) > 0)
 	{
-		AttrNumber	sort_key = 1;
-		Oid			sort_operator = Int4LessOperator;
-		Oid			sort_collation = InvalidOid;
-		bool		nulls_first = false;
+		int			workers = plan_create_index_workers(RelationGetRelid(heap), RelationGetRelid(index));
 
-		state.sort_desc = CreateTemplateTupleDesc(2);
-		TupleDescInitEntry(state.sort_desc, (AttrNumber) 1, "list", INT4OID, -1, 0);
-		TupleDescInitEntry(state.sort_desc, (AttrNumber) 2, "entry", BYTEAOID, -1, 0);
-		state.sort = tuplesort_begin_heap(state.sort_desc, 1, &sort_key, &sort_operator,
-										  &sort_collation, &nulls_first, maintenance_work_mem,
-										  NULL, TUPLESORT_NONE);
+		if (workers > 0)
+			IvfpqBeginParallel(&state, indexInfo->ii_Concurrent, workers);
+	}
+	if (state.leader != NULL)
+		IvfpqParallelEncode(&state);
+	else
+	{
+		state.sort_desc = IvfpqSortDesc();
+		state.sort = IvfpqBeginSort(state.sort_desc, maintenance_work_mem, NULL);
 		state.sort_slot = MakeSingleTupleTableSlot(state.sort_desc, &TTSOpsVirtual);
-	}
-	if (state.dim > 0)
-		state.batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state.dim,
-												MCXT_ALLOC_HUGE);
-	state.batch_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * IVFPQ_ENCODE_BATCH);
-	state.batch_lists = (int32 *) palloc(sizeof(int32) * IVFPQ_ENCODE_BATCH);
-	state.batch_codes = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * state.m);
-
-	if (RelationGetNumberOfBlocks(heap) > 0)
-	{
-		table_index_build_scan(heap, index, indexInfo, true, true, IvfpqBuildCallback, &state, NULL);
-		IvfpqFlushBatch(&state);
+		if (RelationGetNumberOfBlocks(heap) > 0)
+		{
+			table_index_build_scan(heap, index, indexInfo, true, true, IvfpqBuildCallback, &state, NULL);
+			IvfpqFlushBatch(&state);
+		}
 	}
 
-	/* 5. sort and write the lists */
+	/* 5. sort (merge the participants' runs when parallel) and write the lists */
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_SORT);
 	tuplesort_performsort(state.sort);
 	IvfpqWriteLists(&state, directory_start);
 	tuplesort_end(state.sort);
 	ExecDropSingleTupleTableSlot(state.sort_slot);
+	if (state.leader != NULL)
+		IvfpqEndParallel(state.leader);
 
 	/* 6. metapage last: the index is complete once it says so */
 	MemSet(&meta, 0, sizeof(meta));
