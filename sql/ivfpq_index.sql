@@ -173,6 +173,9 @@ CREATE INDEX ON items USING ivfpq (e) WITH (probes = 3);
 CREATE INDEX ON items USING ivfpq ((e + e));
 CREATE INDEX ON items USING ivfpq (e, e);
 CREATE INDEX ON items USING ivfpq (category);
+SET maintenance_work_mem = '1MB';
+CREATE INDEX ON items USING ivfpq (e) WITH (lists = 20000);
+RESET maintenance_work_mem;
 SET ivfpq.probes = 0;
 SET ivfpq.nonsense = 1;
 
