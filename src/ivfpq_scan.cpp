@@ -58,6 +58,7 @@ typedef struct IvfpqScanOpaqueData
 	int			rerank;
 	int			lists_limit;	/* how many lists the scan may probe in all */
 	AttrNumber	heap_attno;
+	int			dim;			/* dimensions of the query */
 
 	/* query */
 	float	   *query_raw;		/* as given (exact distances) */
@@ -296,6 +297,7 @@ IvfpqStartScan(IndexScanDesc scan)
 	if (!(scan->orderByData[0].sk_flags & SK_ISNULL))
 		query_vector = DatumGetVector(scan->orderByData[0].sk_argument);
 	dim = q->dim > 0 ? q->dim : (query_vector ? query_vector->dim : 1);
+	so->dim = dim;
 	so->query_raw = (float *) palloc0(sizeof(float) * dim);
 	so->query = (float *) palloc0(sizeof(float) * dim);
 	if (query_vector != NULL)
@@ -463,8 +465,8 @@ IvfpqNextBatch(IndexScanDesc scan)
 			if (isnull)
 				continue;
 			v = DatumGetVector(value);
-			if (v->dim != (q->dim > 0 ? q->dim : v->dim))
-				continue;
+			if (v->dim != so->dim)
+				continue;		/* untyped column with mixed dimensions */
 			so->batch[so->batch_count].tid = first[i].tid;
 			so->batch[so->batch_count].distance = IvfpqExactDistance(q->metric, so->query_raw, v);
 			so->batch_count++;

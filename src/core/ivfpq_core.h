@@ -140,7 +140,7 @@ struct TrainConfig
 	size_t		nbits;				/* only 8 is supported for now */
 	int			coarse_iterations;	/* k-means iterations for centroids */
 	int			pq_iterations;		/* k-means iterations per sub-quantizer */
-	size_t		max_pq_rows;		/* residual rows used to train the PQ */
+	size_t		max_pq_rows;		/* residual rows used to train the PQ; 0 = all */
 	uint64_t	seed;
 	int			threads;			/* OpenMP threads for training; <= 0 = as is */
 };
@@ -193,6 +193,34 @@ void		CentroidDistances(const QuantizerView &q, const float *query,
  */
 void		ComputeDistanceTable(const QuantizerView &q, const float *query,
 								 int32_t list, float *table_out, float *bias_out);
+
+/*
+ * Optional "prepared quantizer": the codebooks transposed per sub-quantizer
+ * (dsub x ksub) plus the squared norm of every codeword, so the functions
+ * below run 8 codewords per FMA instead of reducing one codeword at a time.
+ * The caller allocates PreparedQuantizerFloats(q) floats (about
+ * (dim + m) * ksub * 4 bytes: 860 kB for dim 784, m 56), fills them once per
+ * quantizer with PrepareQuantizer() (~0.12 ms for that size) and may keep
+ * them as long as the quantizer does, e.g. next to it in a cache.  Results
+ * equal the unprepared functions up to float rounding (the prepared L2 table
+ * is computed as ||r||^2 + ||c||^2 - 2 r.c).  Measured with dim 784, m 56 on
+ * AVX2: ComputeDistanceTable ~16 us, ComputeDistanceTablePrepared ~8 us; a
+ * single-row EncodeResiduals ~25 us, EncodeResidualsPrepared ~12 us.  Large
+ * EncodeResiduals batches prepare internally, so they gain nothing.
+ * prepared must stay valid (and unchanged) for the duration of each call.
+ */
+size_t		PreparedQuantizerFloats(const QuantizerView &q);
+void		PrepareQuantizer(const QuantizerView &q, float *prepared_out);
+
+/* ComputeDistanceTable() using a prepared quantizer. */
+void		ComputeDistanceTablePrepared(const QuantizerView &q, const float *prepared,
+										 const float *query, int32_t list,
+										 float *table_out, float *bias_out);
+
+/* EncodeResiduals() using a prepared quantizer. */
+void		EncodeResidualsPrepared(const QuantizerView &q, const float *prepared,
+									const float *x, const int32_t *lists, size_t n,
+									uint8_t *codes_out);
 
 /* ---------- blocked code layout and the ADC scan ---------- */
 

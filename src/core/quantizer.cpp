@@ -6,8 +6,9 @@
  *
  * Hot loops come in an AVX2+FMA variant (per-function target attributes,
  * never -march flags) and a portable one, chosen at run time through
- * ActiveKernelsAreAvx2().  Large batches of list assignments go through
- * BLAS sgemm (x . c for all pairs) followed by our own argmin pass.
+ * ActiveKernelsAreAvx2().  Batches of list assignments against very many
+ * centroids go through BLAS sgemm (x . c for all pairs) followed by our own
+ * argmin pass.
  */
 #include <algorithm>
 #include <cmath>
@@ -43,6 +44,15 @@ constexpr size_t kInterruptCheckRows = 8192;
 
 /* Upper bound on the floats of one sgemm result block in AssignLists. */
 constexpr size_t kAssignBlockFloats = size_t(1) << 20;
+
+/*
+ * AssignLists batches use a transposed copy of the centroids (our kernel)
+ * up to this size, 16 MB; beyond it they use BLAS, which needs no copy.  Our
+ * kernel is as fast as OpenBLAS here, and does not leave BLAS threads
+ * spinning against the OpenMP threads of the EncodeResiduals call that
+ * usually follows (that cost ~30% of build encoding time on 2 cores).
+ */
+constexpr size_t kTransposedCentroidsMaxFloats = size_t(4) << 20;
 
 /* Scratch buffer reused by every call on this thread (residuals, tables). */
 float *
@@ -143,6 +153,35 @@ InnerProductTablePortable(const float *q, const float *codebook, size_t ksub,
 		for (size_t d = 0; d < dsub; d++)
 			sum += q[d] * codeword[d];
 		table[c] = -sum;
+	}
+}
+
+/*
+ * Table of one subspace from a transposed codebook and its norms:
+ * ||v||^2 + ||c||^2 - 2 v.c (SQUARED) or -(v . c), 8 codewords per step.
+ */
+void
+PreparedTablePortable(const float *v, const float *transposed, const float *norms,
+					  size_t dsub, size_t ksub, bool squared, float *table)
+{
+	float		v_norm = 0;
+
+	for (size_t d = 0; d < dsub; d++)
+		v_norm += v[d] * v[d];
+	for (size_t c = 0; c < ksub; c += 8)
+	{
+		float		acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+
+		for (size_t d = 0; d < dsub; d++)
+		{
+			float		value = v[d];
+			const float *column = transposed + d * ksub + c;
+
+			for (int u = 0; u < 8; u++)
+				acc[u] += value * column[u];
+		}
+		for (int u = 0; u < 8; u++)
+			table[c + u] = squared ? norms[c + u] + v_norm - 2 * acc[u] : -acc[u];
 	}
 }
 
@@ -479,6 +518,62 @@ NearestCodewordsAvx2(const float *x, size_t stride, size_t n,
 										   nearest_out + i);
 }
 
+/*
+ * One step of the prepared table kernel: codewords [c, c + 8 * GROUPS),
+ * GROUPS independent accumulators fed by one broadcast per dimension.
+ */
+template <bool SQUARED, int GROUPS>
+__attribute__((target("avx2,fma"))) inline void
+PreparedTableStepAvx2(const float *v, const float *transposed, const float *norms,
+					  size_t dsub, size_t ksub, size_t c, float v_norm, float *table)
+{
+	__m256		acc[GROUPS];
+
+#pragma GCC unroll 16
+	for (int g = 0; g < GROUPS; g++)
+		acc[g] = _mm256_setzero_ps();
+	for (size_t d = 0; d < dsub; d++)
+	{
+		__m256		value = _mm256_broadcast_ss(v + d);
+		const float *column = transposed + d * ksub + c;
+
+#pragma GCC unroll 16
+		for (int g = 0; g < GROUPS; g++)
+			acc[g] = _mm256_fmadd_ps(value, _mm256_loadu_ps(column + 8 * g), acc[g]);
+	}
+#pragma GCC unroll 16
+	for (int g = 0; g < GROUPS; g++)
+	{
+		__m256		result;
+
+		if (SQUARED)
+			result = _mm256_fnmadd_ps(_mm256_set1_ps(2.0f), acc[g],
+									  _mm256_add_ps(_mm256_loadu_ps(norms + c + 8 * g),
+													_mm256_set1_ps(v_norm)));
+		else
+			result = _mm256_sub_ps(_mm256_setzero_ps(), acc[g]);
+		_mm256_storeu_ps(table + c + 8 * g, result);
+	}
+}
+
+/* AVX2 PreparedTablePortable, 64 codewords per step. */
+template <bool SQUARED>
+__attribute__((target("avx2,fma"))) void
+PreparedTableAvx2(const float *v, const float *transposed, const float *norms,
+				  size_t dsub, size_t ksub, float *table)
+{
+	float		v_norm = 0;
+	size_t		c = 0;
+
+	if (SQUARED)
+		for (size_t d = 0; d < dsub; d++)
+			v_norm += v[d] * v[d];
+	for (; c + 64 <= ksub; c += 64)
+		PreparedTableStepAvx2<SQUARED, 8>(v, transposed, norms, dsub, ksub, c, v_norm, table);
+	for (; c < ksub; c += 8)
+		PreparedTableStepAvx2<SQUARED, 1>(v, transposed, norms, dsub, ksub, c, v_norm, table);
+}
+
 /* ---------- dispatch helpers ---------- */
 
 /* Distance table for all m subspaces of r (L2) or q (inner product). */
@@ -504,6 +599,53 @@ SubspaceTables(const QuantizerView &q, const float *vector, bool squared, float 
 		else
 			InnerProductTablePortable(sub_vector, codebook, ksub, dsub, sub_table);
 	}
+}
+
+/* Transposed codebook of sub-quantizer j inside a prepared quantizer. */
+const float *
+PreparedTransposed(const QuantizerView &q, const float *prepared, size_t j)
+{
+	return prepared + j * SubDim(q) * CodebookSize(q);
+}
+
+/* Codeword norms of sub-quantizer j inside a prepared quantizer. */
+const float *
+PreparedNorms(const QuantizerView &q, const float *prepared, size_t j)
+{
+	return prepared + (q.dim + j) * CodebookSize(q);
+}
+
+/* SubspaceTables() from a prepared quantizer. */
+void
+SubspaceTablesPrepared(const QuantizerView &q, const float *prepared, const float *vector,
+					   bool squared, float *table)
+{
+	size_t		dsub = SubDim(q);
+	size_t		ksub = CodebookSize(q);
+	bool		avx2 = ActiveKernelsAreAvx2();
+
+	for (size_t j = 0; j < q.m; j++)
+	{
+		const float *sub_vector = vector + j * dsub;
+		const float *transposed = PreparedTransposed(q, prepared, j);
+		const float *norms = PreparedNorms(q, prepared, j);
+		float	   *sub_table = table + j * ksub;
+
+		if (avx2 && squared)
+			PreparedTableAvx2<true>(sub_vector, transposed, norms, dsub, ksub, sub_table);
+		else if (avx2)
+			PreparedTableAvx2<false>(sub_vector, transposed, norms, dsub, ksub, sub_table);
+		else
+			PreparedTablePortable(sub_vector, transposed, norms, dsub, ksub, squared, sub_table);
+	}
+}
+
+/* Throws unless a prepared quantizer was passed. */
+void
+CheckPrepared(const float *prepared)
+{
+	if (prepared == nullptr)
+		ThrowInvalid("prepared quantizer is missing");
 }
 
 /* residual_out = x - centroid[list]. */
@@ -577,10 +719,43 @@ AssignListsBlas(const QuantizerView &q, const float *x, size_t n, int32_t *lists
 	}
 }
 
-/* EncodeResiduals for a few rows: one distance table per row, then argmin. */
+/*
+ * AssignLists for large batches with our own kernel: centroids transposed
+ * once per call, then batches of rows in parallel (OpenMP).
+ */
 void
-EncodeResidualsDirect(const QuantizerView &q, const float *x, const int32_t *lists,
-					  size_t n, uint8_t *codes_out)
+AssignListsTransposed(const QuantizerView &q, const float *x, size_t n, int32_t *lists_out)
+{
+	size_t		kpad = PaddedCodewords(q.lists);
+	std::vector<float> transposed(q.dim * kpad);
+	std::vector<float> norms(kpad);
+
+	TransposeCodebook(q.centroids, q.lists, q.dim, transposed.data(), norms.data());
+	for (size_t start = 0; start < n; start += kInterruptCheckRows)
+	{
+		size_t		end = std::min(n, start + kInterruptCheckRows);
+		long		batches = long((end - start + kEncodeBatchRows - 1) / kEncodeBatchRows);
+
+		CheckInterrupt();
+#pragma omp parallel for schedule(dynamic) if (batches > 1)
+		for (long batch = 0; batch < batches; batch++)
+		{
+			size_t		first = start + size_t(batch) * kEncodeBatchRows;
+			size_t		rows = std::min(kEncodeBatchRows, end - first);
+
+			NearestCodewords(x + first * q.dim, q.dim, rows, transposed.data(), norms.data(),
+							 q.dim, kpad, lists_out + first);
+		}
+	}
+}
+
+/*
+ * EncodeResiduals for a few rows: one distance table per row (from the
+ * prepared quantizer if there is one), then argmin.
+ */
+void
+EncodeResidualsDirect(const QuantizerView &q, const float *prepared, const float *x,
+					  const int32_t *lists, size_t n, uint8_t *codes_out)
 {
 	size_t		ksub = CodebookSize(q);
 	float	   *residual = ThreadScratch(q.dim + q.m * ksub);
@@ -590,7 +765,10 @@ EncodeResidualsDirect(const QuantizerView &q, const float *x, const int32_t *lis
 	for (size_t i = 0; i < n; i++)
 	{
 		Residual(q, x + i * q.dim, lists[i], residual);
-		SubspaceTables(q, residual, true, table);
+		if (prepared != nullptr)
+			SubspaceTablesPrepared(q, prepared, residual, true, table);
+		else
+			SubspaceTables(q, residual, true, table);
 		for (size_t j = 0; j < q.m; j++)
 			codes_out[i * q.m + j] = uint8_t(avx2 ? ArgminAvx2(table + j * ksub, ksub)
 											 : ArgminPortable(table + j * ksub, ksub));
@@ -598,26 +776,19 @@ EncodeResidualsDirect(const QuantizerView &q, const float *x, const int32_t *lis
 }
 
 /*
- * EncodeResiduals for large batches: transpose all codebooks once, then
- * encode batches of rows in parallel (OpenMP), sub-quantizer by
- * sub-quantizer so each transposed codebook stays in L1 across a batch.
+ * EncodeResiduals for large batches: rows are encoded in batches in
+ * parallel (OpenMP), sub-quantizer by sub-quantizer so that each transposed
+ * codebook of the prepared quantizer stays in L1 across a batch.
  */
 void
-EncodeResidualsPrepared(const QuantizerView &q, const float *x, const int32_t *lists,
-						size_t n, uint8_t *codes_out)
+EncodeResidualsBatch(const QuantizerView &q, const float *prepared, const float *x,
+					 const int32_t *lists, size_t n, uint8_t *codes_out)
 {
 	size_t		dsub = SubDim(q);
 	size_t		ksub = CodebookSize(q);
-	size_t		kpad = PaddedCodewords(ksub);
 	int			threads = omp_get_max_threads();
-	std::vector<float> transposed(q.m * dsub * kpad);
-	std::vector<float> norms(q.m * kpad);
 	std::vector<float> residuals(size_t(threads) * kEncodeBatchRows * q.dim);
 	std::vector<int32_t> nearest(size_t(threads) * kEncodeBatchRows);
-
-	for (size_t j = 0; j < q.m; j++)
-		TransposeCodebook(q.codebooks + j * ksub * dsub, ksub, dsub,
-						  transposed.data() + j * dsub * kpad, norms.data() + j * kpad);
 
 	for (size_t start = 0; start < n; start += kInterruptCheckRows)
 	{
@@ -640,8 +811,8 @@ EncodeResidualsPrepared(const QuantizerView &q, const float *x, const int32_t *l
 			for (size_t j = 0; j < q.m; j++)
 			{
 				NearestCodewords(batch_residuals + j * dsub, q.dim, rows,
-								 transposed.data() + j * dsub * kpad, norms.data() + j * kpad,
-								 dsub, kpad, batch_nearest);
+								 PreparedTransposed(q, prepared, j), PreparedNorms(q, prepared, j),
+								 dsub, ksub, batch_nearest);
 				for (size_t i = 0; i < rows; i++)
 					codes_out[(first + i) * q.m + j] = uint8_t(batch_nearest[i]);
 			}
@@ -684,7 +855,10 @@ NearestCodewords(const float *x, size_t stride, size_t n, const float *transpose
 		NearestCodewordsPortable(x, stride, n, transposed, norms, dsub, kpad, nearest_out);
 }
 
-/* Nearest centroid of each vector: direct kernels for a few rows, BLAS beyond. */
+/*
+ * Nearest centroid of each vector: direct kernels for a few rows, the
+ * transposed-centroid kernel for batches, BLAS for very large quantizers.
+ */
 void
 AssignLists(const QuantizerView &q, const float *x, size_t n, int32_t *lists_out)
 {
@@ -697,7 +871,32 @@ AssignLists(const QuantizerView &q, const float *x, size_t n, int32_t *lists_out
 			lists_out[i] = NearestCentroidDirect(q, x + i * q.dim);
 		return;
 	}
-	AssignListsBlas(q, x, n, lists_out);
+	if (q.lists * q.dim <= kTransposedCentroidsMaxFloats)
+		AssignListsTransposed(q, x, n, lists_out);
+	else
+		AssignListsBlas(q, x, n, lists_out);
+}
+
+/* Size of a prepared quantizer in floats (see ivfpq_core.h). */
+size_t
+PreparedQuantizerFloats(const QuantizerView &q)
+{
+	return (q.dim + q.m) * CodebookSize(q);
+}
+
+/* Transposes every codebook of q and computes the codeword norms. */
+void
+PrepareQuantizer(const QuantizerView &q, float *prepared_out)
+{
+	size_t		dsub;
+	size_t		ksub;
+
+	CheckQuantizer(q);
+	dsub = SubDim(q);
+	ksub = CodebookSize(q);
+	for (size_t j = 0; j < q.m; j++)
+		TransposeCodebook(q.codebooks + j * ksub * dsub, ksub, dsub,
+						  prepared_out + j * dsub * ksub, prepared_out + (q.dim + j) * ksub);
 }
 
 /* PQ codes of the residuals of n vectors against their lists' centroids. */
@@ -711,9 +910,31 @@ EncodeResiduals(const QuantizerView &q, const float *x, const int32_t *lists,
 	if (n == 0)
 		return;
 	if (n < kSmallBatchRows)
-		EncodeResidualsDirect(q, x, lists, n, codes_out);
+		EncodeResidualsDirect(q, nullptr, x, lists, n, codes_out);
 	else
-		EncodeResidualsPrepared(q, x, lists, n, codes_out);
+	{
+		std::vector<float> prepared(PreparedQuantizerFloats(q));
+
+		PrepareQuantizer(q, prepared.data());
+		EncodeResidualsBatch(q, prepared.data(), x, lists, n, codes_out);
+	}
+}
+
+/* EncodeResiduals() with the codebooks already prepared. */
+void
+EncodeResidualsPrepared(const QuantizerView &q, const float *prepared, const float *x,
+						const int32_t *lists, size_t n, uint8_t *codes_out)
+{
+	CheckQuantizer(q);
+	CheckPrepared(prepared);
+	for (size_t i = 0; i < n; i++)
+		CheckList(q, lists[i]);
+	if (n == 0)
+		return;
+	if (n < kSmallBatchRows)
+		EncodeResidualsDirect(q, prepared, x, lists, n, codes_out);
+	else
+		EncodeResidualsBatch(q, prepared, x, lists, n, codes_out);
 }
 
 /* Ordering distance from the query to every centroid. */
@@ -750,6 +971,30 @@ ComputeDistanceTable(const QuantizerView &q, const float *query, int32_t list,
 
 		Residual(q, query, list, residual);
 		SubspaceTables(q, residual, true, table_out);
+		*bias_out = 0.0f;
+	}
+}
+
+/* ComputeDistanceTable() with the codebooks already prepared. */
+void
+ComputeDistanceTablePrepared(const QuantizerView &q, const float *prepared,
+							 const float *query, int32_t list, float *table_out,
+							 float *bias_out)
+{
+	CheckQuantizer(q);
+	CheckPrepared(prepared);
+	CheckList(q, list);
+	if (q.metric == Metric::InnerProduct)
+	{
+		SubspaceTablesPrepared(q, prepared, query, false, table_out);
+		*bias_out = -InnerProduct(query, q.centroids + size_t(list) * q.dim, q.dim);
+	}
+	else
+	{
+		float	   *residual = ThreadScratch(q.dim);
+
+		Residual(q, query, list, residual);
+		SubspaceTablesPrepared(q, prepared, residual, true, table_out);
 		*bias_out = 0.0f;
 	}
 }

@@ -169,16 +169,15 @@ protected:
 	}
 };
 
-TEST_P(QuantizerKernels, AssignListsPicksNearestCentroid)
+/* AssignLists against the exhaustive double-precision nearest centroid. */
+void
+CheckAssignLists(size_t dim, size_t lists, const std::vector<size_t> &row_counts)
 {
-	size_t		dim = 45;
-	size_t		lists = 37;
 	auto		centroids = GaussianFloats(lists * dim, 1.0f, 1);
 	std::vector<float> codebooks(kKsub * dim, 0.0f);
 	QuantizerView q = View(dim, lists, 1, Metric::L2, centroids, codebooks);
 
-	/* 5 rows take the direct path, 300 the BLAS one. */
-	for (size_t n : {1, 5, 300})
+	for (size_t n : row_counts)
 	{
 		auto		x = GaussianFloats(n * dim, 1.0f, uint32_t(n));
 		std::vector<int32_t> assigned(n, -1);
@@ -210,6 +209,14 @@ TEST_P(QuantizerKernels, AssignListsPicksNearestCentroid)
 	}
 }
 
+TEST_P(QuantizerKernels, AssignListsPicksNearestCentroid)
+{
+	/* 1 and 5 rows take the direct path, 300 (with a tail) the batch kernel. */
+	CheckAssignLists(45, 37, {1, 5, 303});
+	/* Over 4M centroid floats, batches go through BLAS instead. */
+	CheckAssignLists(1024, 4100, {20});
+}
+
 TEST_P(QuantizerKernels, EncodeResidualsPicksNearestCodewords)
 {
 	/* (dim, m) pairs covering dsub 1, 3, 4, 14, 16 and 17. */
@@ -232,7 +239,13 @@ TEST_P(QuantizerKernels, EncodeResidualsPicksNearestCodewords)
 
 			for (size_t i = 0; i < n; i++)
 				lists_of[i] = int32_t(i % lists);
+			std::vector<float> prepared(PreparedQuantizerFloats(q));
+			std::vector<uint8_t> prepared_codes(n * m);
+
+			PrepareQuantizer(q, prepared.data());
 			EncodeResiduals(q, x.data(), lists_of.data(), n, codes.data());
+			EncodeResidualsPrepared(q, prepared.data(), x.data(), lists_of.data(), n,
+									prepared_codes.data());
 			for (size_t i = 0; i < n; i++)
 			{
 				std::vector<float> residual(dim);
@@ -247,10 +260,14 @@ TEST_P(QuantizerKernels, EncodeResidualsPicksNearestCodewords)
 						best = std::min(best, ReferenceL2(residual.data() + j * dsub,
 														  codebooks.data() + (j * kKsub + k) * dsub, dsub));
 
-					double		chosen = ReferenceL2(residual.data() + j * dsub,
-													 codebooks.data() + (j * kKsub + codes[i * m + j]) * dsub, dsub);
+					for (const auto *chosen_codes : {&codes, &prepared_codes})
+					{
+						uint8_t		code = (*chosen_codes)[i * m + j];
+						double		chosen = ReferenceL2(residual.data() + j * dsub,
+														 codebooks.data() + (j * kKsub + code) * dsub, dsub);
 
-					EXPECT_LE(chosen, best + 1e-4 * (1 + best)) << "dim " << dim << " m " << m;
+						EXPECT_LE(chosen, best + 1e-4 * (1 + best)) << "dim " << dim << " m " << m;
+					}
 				}
 			}
 		}
@@ -301,7 +318,15 @@ TEST_P(QuantizerKernels, DistanceTablesMatchReference)
 			float		bias = 12345;
 			int32_t		list = 3;
 
+			std::vector<float> prepared(PreparedQuantizerFloats(q));
+			std::vector<float> prepared_table(m * kKsub);
+			float		prepared_bias = 12345;
+
+			PrepareQuantizer(q, prepared.data());
 			ComputeDistanceTable(q, query.data(), list, table.data(), &bias);
+			ComputeDistanceTablePrepared(q, prepared.data(), query.data(), list,
+										 prepared_table.data(), &prepared_bias);
+			EXPECT_EQ(bias, prepared_bias);
 
 			std::vector<float> residual(dim);
 
@@ -321,6 +346,10 @@ TEST_P(QuantizerKernels, DistanceTablesMatchReference)
 
 					ASSERT_NEAR(table[j * kKsub + k], expected, 1e-4 * (1 + std::fabs(expected)))
 						<< "dim " << dim << " m " << m << " j " << j << " k " << k;
+					/* ||r||^2 + ||c||^2 - 2 r.c loses a little to cancellation. */
+					ASSERT_NEAR(prepared_table[j * kKsub + k], expected, 1e-4 * (1 + std::fabs(expected)) +
+								1e-5 * ReferenceDot(residual.data() + j * dsub, residual.data() + j * dsub, dsub))
+						<< "prepared, dim " << dim << " m " << m << " j " << j << " k " << k;
 				}
 		}
 	}
@@ -615,7 +644,7 @@ TEST(Train, InterruptCancels)
 	}
 }
 
-TEST(Quantizer, RejectsListsOutOfRange)
+TEST(Quantizer, RejectsListsOutOfRangeAndMissingPreparedData)
 {
 	size_t		dim = 8;
 	auto		centroids = GaussianFloats(2 * dim, 1.0f, 60);
@@ -635,6 +664,9 @@ TEST(Quantizer, RejectsListsOutOfRange)
 			EncodeResiduals(q, x.data(), &list, 1, code);
 		});
 	}
+	ExpectError(ErrorKind::InvalidParameter, [&]() {
+		ComputeDistanceTablePrepared(q, nullptr, x.data(), 0, table.data(), &bias);
+	});
 }
 
 TEST(Train, MemoryEstimateGrowsWithSample)
