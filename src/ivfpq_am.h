@@ -151,6 +151,7 @@ typedef struct IvfpqQuantizer
 	BlockNumber directory_start;
 	float	   *centroids;		/* lists x dim */
 	float	   *codebooks;		/* m x ksub x dsub */
+	float	   *prepared;		/* core PrepareQuantizer() data, or NULL */
 	int			pin_count;		/* scans using it in this transaction */
 	MemoryContext context;
 } IvfpqQuantizer;

@@ -61,10 +61,11 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	if (q->trained)
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);
+		const float *prepared = q->prepared;
 
 		IvfpqCallCore("ivfpq insert", [&]() {
 			ivfpq::core::AssignLists(view, x, 1, &list);
-			ivfpq::core::EncodeResiduals(view, x, &list, 1, code);
+			ivfpq::core::EncodeResidualsPrepared(view, prepared, x, &list, 1, code);
 		});
 	}
 

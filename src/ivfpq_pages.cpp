@@ -453,8 +453,20 @@ IvfpqGetQuantizer(Relation index, bool pin)
 		q->codebooks = (float *) palloc_extended(sizeof(float) * Max(codebook_count, 1), MCXT_ALLOC_HUGE);
 		MemoryContextSwitchTo(old_context);
 		if (q->trained)
+		{
+			ivfpq::core::QuantizerView view;
+			float	   *prepared;
+
 			IvfpqLoadFloats(index, context, &meta, q->centroids, centroid_count,
 							q->codebooks, codebook_count);
+			view = IvfpqView(q);
+			q->prepared = (float *) MemoryContextAllocHuge(context,
+														   sizeof(float) * ivfpq::core::PreparedQuantizerFloats(view));
+			prepared = q->prepared;
+			IvfpqCallCore("ivfpq quantizer cache", [&]() {
+				ivfpq::core::PrepareQuantizer(view, prepared);
+			});
+		}
 		quantizer_cache[quantizer_cache_count++] = q;
 	}
 	if (pin)

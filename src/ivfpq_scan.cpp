@@ -72,6 +72,7 @@ typedef struct IvfpqScanOpaqueData
 
 	/* ADC */
 	float	   *table;
+	bool		table_valid;	/* inner product: the one table is computed */
 	float	   *adc;
 
 	/* candidate pool */
@@ -126,6 +127,7 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->list_order = NULL;
 	so->centroid_distances = NULL;
 	so->table = so->adc = NULL;
+	so->table_valid = false;
 	so->pool = NULL;
 	so->batch = NULL;
 	so->pool_count = so->pool_capacity = so->pool_next = 0;
@@ -196,14 +198,34 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	IvfpqDirEntryData entry;
 	BlockNumber block;
 
-	if (q->trained)
+	if (q->trained && q->metric == IVFPQ_METRIC_IP)
+	{
+		/* Inner-product tables do not depend on the list: built once per scan. */
+		if (!so->table_valid)
+		{
+			ivfpq::core::QuantizerView view = IvfpqView(q);
+			const float *prepared = q->prepared;
+			const float *query = so->query;
+			float	   *table = so->table;
+			float		unused_bias;
+
+			IvfpqCallCore("ivfpq scan", [&]() {
+				ivfpq::core::ComputeDistanceTablePrepared(view, prepared, query, list, table,
+														  &unused_bias);
+			});
+			so->table_valid = true;
+		}
+		bias = so->centroid_distances[list];	/* -(query . centroid) */
+	}
+	else if (q->trained)
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);
+		const float *prepared = q->prepared;
 		const float *query = so->query;
 		float	   *table = so->table;
 
 		IvfpqCallCore("ivfpq scan", [&]() {
-			ivfpq::core::ComputeDistanceTable(view, query, list, table, &bias);
+			ivfpq::core::ComputeDistanceTablePrepared(view, prepared, query, list, table, &bias);
 		});
 	}
 
