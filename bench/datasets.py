@@ -76,16 +76,20 @@ def fashion_mnist(cache_dir=CACHE_DIR):
     """Return (base, queries) of Fashion-MNIST as float32, cached as .npy."""
     base_path = os.path.join(cache_dir, "fashion-mnist.base.npy")
     query_path = os.path.join(cache_dir, "fashion-mnist.queries.npy")
-    if not (os.path.exists(base_path) and os.path.exists(query_path)):
-        src = {name: os.path.join(FASHION_DIR, f"{name}-images-idx3-ubyte.gz")
-               for name in ("train", "t10k")}
-        for path in src.values():
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{path} missing: apt-get install dataset-fashion-mnist")
+    if os.path.exists(base_path) and os.path.exists(query_path):
+        return np.load(base_path, mmap_mode="r"), np.load(query_path)
+    src = {name: os.path.join(FASHION_DIR, f"{name}-images-idx3-ubyte.gz") for name in ("train", "t10k")}
+    for path in src.values():
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} missing: apt-get install dataset-fashion-mnist")
+    base, queries = read_idx_images(src["train"]), read_idx_images(src["t10k"])
+    try:
         os.makedirs(cache_dir, exist_ok=True)
-        _save_npy(base_path, read_idx_images(src["train"]))
-        _save_npy(query_path, read_idx_images(src["t10k"]))
-    return np.load(base_path, mmap_mode="r"), np.load(query_path)
+        _save_npy(base_path, base)
+        _save_npy(query_path, queries)
+    except OSError as e:  # a read-only cache only costs a re-read next time
+        log(f"note: not caching Fashion-MNIST in {cache_dir}: {e}")
+    return base, queries
 
 
 def _save_npy(path, array):
@@ -108,10 +112,10 @@ class GeneratedParams:
     spectrum_decay: float = 0.9  # latent axis i has variance (i+1)^-decay
     centres: int = 3000        # number of clusters
     zipf: float = 1.0          # cluster weight ~ rank^-zipf (shuffled)
-    spread: float = 0.7        # cluster radius relative to the centre cloud's radius
+    spread: float = 1.2        # cluster radius relative to the centre cloud's radius
     spread_jitter: float = 0.35  # log-normal sigma of per-cluster spread
-    anisotropy: float = 0.6    # log-normal sigma of per-cluster axis scales
-    noise: float = 0.03        # full-dimensional noise, relative to signal norm
+    anisotropy: float = 0.3    # log-normal sigma of per-cluster axis scales
+    noise: float = 0.15        # full-dimensional noise, relative to signal norm
 
     def tag(self):
         return (f"d{self.dim}-s{self.seed}-l{self.latent_dim}-a{self.spectrum_decay:g}"
@@ -288,6 +292,8 @@ class Dataset:
             path = os.path.join(self.cache_dir,
                                 f"{safe}.n{self.base.shape[0]}.q{self.queries.shape[0]}.gt-{metric}.npy")
             if not os.path.exists(path):
+                path = self._cached_gt_prefix(safe, metric) or path
+            if not os.path.exists(path):
                 log(f"computing exact {metric} ground truth for {self.name} "
                     f"({self.base.shape[0]} x {self.queries.shape[0]} queries)")
                 t0 = time.perf_counter()
@@ -295,8 +301,20 @@ class Dataset:
                 log(f"  ground truth in {time.perf_counter() - t0:.1f} s")
                 os.makedirs(self.cache_dir, exist_ok=True)
                 _save_npy(path, gt)
-            self._gt[metric] = np.load(path)
+            self._gt[metric] = np.load(path)[: self.queries.shape[0]]
         return self._gt[metric]
+
+    def _cached_gt_prefix(self, safe, metric):
+        """A cached ground truth for the same base and more queries (queries are prefixes)."""
+        head = f"{safe}.n{self.base.shape[0]}.q"
+        tail = f".gt-{metric}.npy"
+        if not os.path.isdir(self.cache_dir):
+            return None
+        for name in os.listdir(self.cache_dir):
+            if name.startswith(head) and name.endswith(tail) and ".part" not in name:
+                if int(name[len(head):-len(tail)]) >= self.queries.shape[0]:
+                    return os.path.join(self.cache_dir, name)
+        return None
 
 
 def load(spec, cache_dir=CACHE_DIR, params=None):
@@ -372,6 +390,8 @@ def main():
     ap.add_argument("--subset", type=int, default=200_000, help="rows for --check-ivf (default %(default)s)")
     ap.add_argument("--lists", type=int, default=1000, help="IVF lists for --check-ivf (default %(default)s)")
     ap.add_argument("--nqueries", type=int, default=1000, help="queries for --check-ivf (default %(default)s)")
+    ap.add_argument("--nprobes", default="1,2,4,8,16,32,64,128,256",
+                    help="comma-separated nprobe values for --check-ivf (default %(default)s)")
     for f in GeneratedParams.__dataclass_fields__.values():
         ap.add_argument("--gen-" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                         help=f"generator parameter (default {f.default})")
@@ -387,7 +407,7 @@ def main():
         gt = ds.ground_truth(metric)
         print(f"ground truth {metric}: {gt.shape} (ready in {time.perf_counter() - t0:.1f} s)")
     if args.check_ivf:
-        res = check_ivf(ds, args.lists, args.subset, args.nqueries)
+        res = check_ivf(ds, args.lists, args.subset, args.nqueries, [int(x) for x in args.nprobes.split(",") if x])
         print(f"IndexIVFFlat on {res['dataset']} ({res['rows']} rows, {res['queries']} queries), "
               f"lists={res['lists']}: train+add {res['build_s']:.1f} s; list sizes "
               f"min {res['list_size_min']} / median {res['list_size_median']:.0f} / max {res['list_size_max']}")
