@@ -63,6 +63,10 @@ SELECT lists, rows, list_min > 0 AS lists_filled, training_rows, dimensions, m, 
 	FROM ivfpq_index_stats('items_l2');
 SET ivfpq.probes = 4;
 SELECT recall_at(10, '<->') >= 0.95 AS l2_recall_ok, ordered(10, '<->') AS l2_ordered;
+-- the same without the cached per-list distance terms (full tables per list)
+SET ivfpq.table_cache_mb = 0;
+SELECT recall_at(10, '<->') >= 0.95 AS l2_recall_ok_uncached, ordered(10, '<->') AS l2_ordered_uncached;
+RESET ivfpq.table_cache_mb;
 DROP INDEX items_l2;
 
 CREATE INDEX items_ip ON items USING ivfpq (e vector_ip_ops) WITH (lists = 16, m = 8);

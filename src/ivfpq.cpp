@@ -18,6 +18,7 @@ void		_PG_init(void);
 int			ivfpq_probes = 10;
 int			ivfpq_rerank = 100;
 int			ivfpq_max_probes = 0;
+int			ivfpq_table_cache_mb = 64;
 
 /*
  * Called by core loops and FAISS threads: only reads signal-set flags, never
@@ -90,6 +91,12 @@ _PG_init(void)
 							"0 means no bound (all lists).",
 							&ivfpq_max_probes, 0, 0, 65536,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ivfpq.table_cache_mb",
+							"Per-backend memory for each L2/cosine index's precomputed distance terms.",
+							"With the terms cached, a probed list's distance table costs m x 256 additions "
+							"instead of a pass over all codewords.  0 disables the cache.",
+							&ivfpq_table_cache_mb, 64, 0, 65536,
+							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ivfpq");
 
 	IvfpqInitReloptions();

@@ -27,6 +27,7 @@ extern "C"
 extern int	ivfpq_probes;
 extern int	ivfpq_rerank;
 extern int	ivfpq_max_probes;
+extern int	ivfpq_table_cache_mb;
 
 /* ---------- the core-call guard (ivfpq.cpp) ---------- */
 

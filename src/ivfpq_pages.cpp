@@ -369,6 +369,39 @@ IvfpqLoadFloats(Relation index, MemoryContext context, const IvfpqMetaPageData *
 }
 
 /*
+ * Precompute every list's distance terms (L2 and cosine) when they fit
+ * ivfpq.table_cache_mb; otherwise leave q->term_tables NULL and the scan
+ * computes full distance tables per list.
+ */
+static void
+IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
+{
+	ivfpq::core::QuantizerView view = IvfpqView(q);
+	Size		per_list;
+	float	   *mean;
+	uint8	   *tables;
+	const float *prepared = q->prepared;
+	int			lists = q->lists;
+
+	if (q->metric == IVFPQ_METRIC_IP || ivfpq_table_cache_mb <= 0)
+		return;
+	q->term_tables_tried = true;
+	per_list = ivfpq::core::TermTableBytes(view);
+	if ((double) per_list * lists > (double) ivfpq_table_cache_mb * 1024 * 1024)
+		return;
+	mean = (float *) MemoryContextAlloc(context, sizeof(float) * q->dim);
+	tables = (uint8 *) MemoryContextAllocHuge(context, per_list * lists);
+	IvfpqCallCore("ivfpq quantizer cache", [&]() {
+		ivfpq::core::CentroidMean(view, mean);
+		for (int list = 0; list < lists; list++)
+			ivfpq::core::ComputeTermTable(view, prepared, mean, list, tables + per_list * list);
+	});
+	q->centroid_mean = mean;
+	q->term_tables = tables;
+	q->term_table_bytes = per_list;
+}
+
+/*
  * The quantizer of an index: from the cache if still current (same
  * relfilenode and build id as the metapage says), else read from its pages.
  * With pin = true the entry is protected from eviction until
@@ -466,9 +499,13 @@ IvfpqGetQuantizer(Relation index, bool pin)
 			IvfpqCallCore("ivfpq quantizer cache", [&]() {
 				ivfpq::core::PrepareQuantizer(view, prepared);
 			});
+			IvfpqBuildTermTables(q, context);
 		}
 		quantizer_cache[quantizer_cache_count++] = q;
 	}
+	/* The cache may have been loaded while ivfpq.table_cache_mb was 0. */
+	if (q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0)
+		IvfpqBuildTermTables(q, q->context);
 	if (pin)
 		q->pin_count++;
 	return q;

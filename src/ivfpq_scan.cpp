@@ -72,6 +72,7 @@ typedef struct IvfpqScanOpaqueData
 
 	/* ADC */
 	float	   *table;
+	float	   *query_terms;	/* with cached term tables: per-query part */
 	bool		table_valid;	/* inner product: the one table is computed */
 	float	   *adc;
 
@@ -127,6 +128,7 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->list_order = NULL;
 	so->centroid_distances = NULL;
 	so->table = so->adc = NULL;
+	so->query_terms = NULL;
 	so->table_valid = false;
 	so->pool = NULL;
 	so->batch = NULL;
@@ -216,6 +218,19 @@ IvfpqScanList(IndexScanDesc scan, int list)
 			so->table_valid = true;
 		}
 		bias = so->centroid_distances[list];	/* -(query . centroid) */
+	}
+	else if (q->trained && so->query_terms != NULL)
+	{
+		/* Cached per-list terms + this query's terms; bias = |query - centroid|^2. */
+		ivfpq::core::QuantizerView view = IvfpqView(q);
+		const uint8 *terms = q->term_tables + q->term_table_bytes * list;
+		const float *query_terms = so->query_terms;
+		float	   *table = so->table;
+
+		IvfpqCallCore("ivfpq scan", [&]() {
+			ivfpq::core::TableFromTerms(view, terms, query_terms, table);
+		});
+		bias = so->centroid_distances[list];
 	}
 	else if (q->trained)
 	{
@@ -355,6 +370,17 @@ IvfpqStartScan(IndexScanDesc scan)
 		IvfpqCallCore("ivfpq scan", [&]() {
 			ivfpq::core::CentroidDistances(view, query, distances);
 		});
+		if (q->term_tables != NULL && ivfpq_table_cache_mb > 0)
+		{
+			const float *prepared = q->prepared;
+			const float *mean = q->centroid_mean;
+			float	   *query_terms;
+
+			so->query_terms = query_terms = (float *) palloc(sizeof(float) * ((Size) q->m << q->nbits));
+			IvfpqCallCore("ivfpq scan", [&]() {
+				ivfpq::core::ComputeQueryTerms(view, prepared, mean, query, query_terms);
+			});
+		}
 		so->lists_limit = ivfpq_max_probes > 0 ? Max(ivfpq_max_probes, so->probes) : q->lists;
 		so->lists_limit = Min(so->lists_limit, q->lists);
 	}

@@ -1,0 +1,109 @@
+/*
+ * term_tables_test.cpp
+ *		Term tables + query terms + centroid distance reproduce the exact
+ *		residual distance table up to the 8-bit rounding of the terms.
+ */
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core_error.h"
+
+using namespace ivfpq::core;
+
+namespace {
+
+class TermTables : public ::testing::TestWithParam<KernelSet>
+{
+protected:
+	void		SetUp() override
+	{
+		if (!UseKernels(GetParam()))
+			GTEST_SKIP() << "kernel set not supported by this CPU";
+	}
+	void		TearDown() override
+	{
+		UseKernels(KernelSet::Auto);
+	}
+};
+
+TEST_P(TermTables, MatchExactTablesWithinQuantization)
+{
+	const size_t dim = 32, lists = 8, m = 8, n = 3000;
+	std::mt19937 rng(5);
+	std::normal_distribution<float> normal(0, 1);
+	std::vector<float> data(n * dim);
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t d = 0; d < dim; d++)
+			data[i * dim + d] = normal(rng) + float(i % lists) * 3.0f;
+
+	TrainConfig config{dim, lists, m, 8, 10, 8, 3000, 7, 1};
+	std::vector<float> centroids(lists * dim), codebooks(dim * 256);
+
+	Train(config, data.data(), n, centroids.data(), codebooks.data());
+	QuantizerView q{dim, lists, m, 8, Metric::L2, centroids.data(), codebooks.data()};
+	std::vector<float> prepared(PreparedQuantizerFloats(q));
+
+	PrepareQuantizer(q, prepared.data());
+	std::vector<uint8_t> terms(TermTableBytes(q) * lists);
+	std::vector<float> mean(dim);
+	CentroidMean(q, mean.data());
+	for (size_t l = 0; l < lists; l++)
+		ComputeTermTable(q, prepared.data(), mean.data(), int32_t(l), terms.data() + l * TermTableBytes(q));
+
+	std::vector<float> query(dim), query_terms(m * 256), exact(m * 256), approx(m * 256),
+				centroid_distances(lists);
+	for (auto &x : query)
+		x = normal(rng) + 6.0f;
+	ComputeQueryTerms(q, prepared.data(), mean.data(), query.data(), query_terms.data());
+	CentroidDistances(q, query.data(), centroid_distances.data());
+
+	for (size_t l = 0; l < lists; l++)
+	{
+		float		bias;
+		double		max_error = 0,
+					spread = 0;
+
+		ComputeDistanceTable(q, query.data(), int32_t(l), exact.data(), &bias);
+		TableFromTerms(q, terms.data() + l * TermTableBytes(q), query_terms.data(), approx.data());
+		/* ADC of a random code: exact sum vs approx sum + centroid distance */
+		for (int trial = 0; trial < 200; trial++)
+		{
+			double		sum_exact = bias,
+						sum_approx = centroid_distances[l];
+
+			for (size_t j = 0; j < m; j++)
+			{
+				size_t		k = rng() % 256;
+
+				sum_exact += exact[j * 256 + k];
+				sum_approx += approx[j * 256 + k];
+			}
+			max_error = std::max(max_error, std::fabs(sum_exact - sum_approx));
+			spread = std::max(spread, sum_exact);
+		}
+		EXPECT_LT(max_error, 0.01 * spread) << "list " << l;
+	}
+}
+
+TEST(TermTablesErrors, InnerProductRejected)
+{
+	std::vector<float> centroids(4, 0.0f), codebooks(4 * 256, 0.0f), prepared(8 * 256);
+	QuantizerView q{4, 1, 2, 8, Metric::InnerProduct, centroids.data(), codebooks.data()};
+	std::vector<uint8_t> out(TermTableBytes(q));
+	std::vector<float> mean(4, 0.0f);
+
+	PrepareQuantizer(q, prepared.data());
+	EXPECT_THROW(ComputeTermTable(q, prepared.data(), mean.data(), 0, out.data()), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKernelSets, TermTables,
+						 ::testing::Values(KernelSet::Portable, KernelSet::Avx2),
+						 [](const auto &info) {
+							 return std::string(info.param == KernelSet::Portable ? "Portable" : "Avx2");
+						 });
+
+}							/* namespace */
