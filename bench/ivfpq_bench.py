@@ -74,6 +74,9 @@ def parse_args(argv=None):
     ap.add_argument("--storage", choices=("plain", "main", "external", "extended"),
                     help="column storage strategy for embedding (default: the type's, main); "
                     "main lets pglz compress vectors inline, plain stores them raw")
+    ap.add_argument("--table-options", default="",
+                    help="CREATE TABLE ... WITH (...) options, e.g. 'toast_tuple_target = 8160' "
+                    "(keeps vectors up to ~2000 dims inline and uncompressed)")
     ap.add_argument("--reuse-table", action="store_true",
                     help="keep an existing items table if it already holds exactly this base set")
     ap.add_argument("--no-faiss", action="store_true", help="skip the FAISS baseline")
@@ -264,6 +267,7 @@ def markdown(result):
               f"| COPY + primary key + VACUUM ANALYZE | {tbl['load_s']:.1f} s |" if tbl.get("load_s") is not None
               else "| table load | reused existing table |",
               f"| table size (pg_table_size) | {mib(tbl['table_bytes'])} |",
+              f"| table options | {tbl.get('table_options') or '(none)'} |",
               f"| embedding storage; bytes per stored vector (pg_column_size) / raw | {tbl['storage']}; "
               f"{tbl['avg_vector_bytes']:.0f} / {tbl['raw_vector_bytes']} |"]
     if pg:
@@ -374,7 +378,8 @@ def main(argv=None):
         load_s = None
     else:
         log(f"pg: loading {ds.base.shape[0]} rows into items (binary COPY)")
-        load_s = pgclient.load_table(conn, ds.base, log=log, storage=args.storage)
+        load_s = pgclient.load_table(conn, ds.base, log=log, storage=args.storage,
+                                     table_options=args.table_options or None)
         log(f"pg: loaded in {load_s:.1f} s")
     table_bytes = conn.execute("SELECT pg_table_size('items')").fetchone()[0]
     pgclient.prewarm(conn, "items")
@@ -384,7 +389,7 @@ def main(argv=None):
         "(SELECT embedding FROM items LIMIT 1000) s)").fetchone()
     storage = {"p": "plain", "m": "main", "e": "external", "x": "extended"}.get(storage, storage)
     result["table"] = {"rows": int(ds.base.shape[0]), "load_s": load_s, "table_bytes": table_bytes,
-                       "storage": storage, "avg_vector_bytes": avg_bytes, "raw_vector_bytes": 8 + 4 * ds.dim}
+                       "storage": storage, "table_options": args.table_options, "avg_vector_bytes": avg_bytes, "raw_vector_bytes": 8 + 4 * ds.dim}
     log(f"pg: table size {mib(table_bytes)}, embedding storage {storage}, "
         f"{avg_bytes:.0f} bytes per stored vector (raw {8 + 4 * ds.dim})")
 

@@ -41,16 +41,18 @@ def copy_rows(ids, vectors):
     return out.tobytes()
 
 
-def load_table(conn, vectors, table="items", chunk=10_000, log=print, storage=None):
+def load_table(conn, vectors, table="items", chunk=10_000, log=print, storage=None, table_options=None):
     """Drop and recreate `table`, COPY the vectors in (ids 0..n-1), add the primary key,
     VACUUM ANALYZE; return seconds taken. conn must be in autocommit mode.
 
     storage (plain | main | external | extended) overrides the column's storage
-    strategy; None keeps the type's default."""
+    strategy; None keeps the type's default.  table_options (e.g.
+    "toast_tuple_target = 8160") go into CREATE TABLE ... WITH (...)."""
     n, dim = vectors.shape
     t0 = time.perf_counter()
     conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-    conn.execute(f"CREATE TABLE {table} (id int NOT NULL, embedding vector({dim}))")
+    with_clause = f" WITH ({table_options})" if table_options else ""
+    conn.execute(f"CREATE TABLE {table} (id int NOT NULL, embedding vector({dim})){with_clause}")
     if storage:
         conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE {storage}")
     with conn.transaction():
