@@ -208,6 +208,18 @@ CREATE INDEX tiny_cos ON tiny USING ivfpq (e vector_cosine_ops) WITH (lists = 1,
 INSERT INTO tiny VALUES (4, '[0,0,0,0]');
 DROP TABLE tiny, empty_items;
 
+-- compressible vectors: the build says the rerank will decompress them
+CREATE TABLE sparse_items (id int, e vector(600));
+INSERT INTO sparse_items SELECT i, ('[' || i || repeat(',0', 599) || ']')::vector FROM generate_series(1, 300) i;
+CREATE INDEX ON sparse_items USING ivfpq (e) WITH (lists = 2, m = 60);
+SELECT id FROM sparse_items ORDER BY e <-> ('[7' || repeat(',0', 599) || ']')::vector LIMIT 1;
+TRUNCATE sparse_items;
+ALTER TABLE sparse_items SET (toast_tuple_target = 8160);
+INSERT INTO sparse_items SELECT i, ('[' || i || repeat(',0', 599) || ']')::vector FROM generate_series(1, 300) i;
+REINDEX TABLE sparse_items;
+SELECT id FROM sparse_items ORDER BY e <-> ('[7' || repeat(',0', 599) || ']')::vector LIMIT 1;
+DROP TABLE sparse_items;
+
 -- unlogged tables have an init fork
 CREATE UNLOGGED TABLE unlogged_items (id int, e vector(3));
 CREATE INDEX ON unlogged_items USING ivfpq (e);

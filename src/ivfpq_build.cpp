@@ -63,6 +63,7 @@ typedef struct IvfpqBuildState
 	int64		sample_target;
 	int64		sample_count;
 	int64		rows_seen;
+	int64		rows_stored_compressed;	/* sampled rows whose vector is compressed/TOASTed */
 	pg_prng_state prng;
 
 	/* trained quantizer */
@@ -212,6 +213,8 @@ IvfpqSampleCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull
 
 	if (isnull[0])
 		return;
+	if (VARATT_IS_COMPRESSED(DatumGetPointer(values[0])) || VARATT_IS_EXTERNAL(DatumGetPointer(values[0])))
+		state->rows_stored_compressed++;
 	if (state->sample == NULL)
 	{
 		if (state->dim == 0)
@@ -939,6 +942,15 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	/* 1. sample */
 	estimated_rows = IvfpqSampleRows(&state);
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL, (int64) estimated_rows);
+
+	/* The rerank reads every candidate's vector: say so if that means decompressing. */
+	if (state.rows_seen > 0 && state.rows_stored_compressed * 2 > state.rows_seen)
+		ereport(NOTICE,
+				(errmsg("most vectors of table \"%s\" are stored compressed or out of line",
+						RelationGetRelationName(heap)),
+				 errdetail("Index scans re-rank candidates with their full vectors; each one must then be decompressed or fetched from TOAST, which slows queries."),
+				 errhint("For vectors of up to about 2000 dimensions, ALTER TABLE %s SET (toast_tuple_target = 8160) stores rows written afterwards inline and uncompressed.",
+						 RelationGetRelationName(heap))));
 
 	if (state.sample_count == 0)
 	{
