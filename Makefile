@@ -41,3 +41,7 @@ $(DATA_built): $(SQL_PARTS)
 
 # Every object depends on the core API headers.
 $(OBJS): $(wildcard src/*.h) $(wildcard src/core/*.h)
+
+# The core is internal to the library: hide its symbols (and the FAISS inline
+# code it instantiates) from the dynamic symbol table.
+$(CORE_SRCS:.cpp=.o): override CXXFLAGS += -fvisibility=hidden -fvisibility-inlines-hidden
