@@ -208,6 +208,16 @@ CREATE INDEX tiny_cos ON tiny USING ivfpq (e vector_cosine_ops) WITH (lists = 1,
 INSERT INTO tiny VALUES (4, '[0,0,0,0]');
 DROP TABLE tiny, empty_items;
 
+-- 16000 dimensions: the index stores codes, so it is not capped at 2000
+CREATE TABLE wide (id int, e vector(16000)) WITH (toast_tuple_target = 8160);
+ALTER TABLE wide ALTER COLUMN e SET STORAGE external;
+INSERT INTO wide SELECT i, ARRAY(SELECT CASE WHEN d = 1 THEN i ELSE (i * 7 + d) % 13 END FROM generate_series(1, 16000) d)::vector
+	FROM generate_series(1, 300) i;
+CREATE INDEX wide_idx ON wide USING ivfpq (e) WITH (lists = 4, m = 1000);
+SELECT dimensions, m, rows FROM ivfpq_index_stats('wide_idx');
+SELECT id FROM wide ORDER BY e <-> (SELECT e FROM wide WHERE id = 42) LIMIT 1;
+DROP TABLE wide;
+
 -- compressible vectors: the build says the rerank will decompress them
 CREATE TABLE sparse_items (id int, e vector(600));
 INSERT INTO sparse_items SELECT i, ('[' || i || repeat(',0', 599) || ']')::vector FROM generate_series(1, 300) i;
