@@ -36,6 +36,16 @@ extern "C"
 /* Rows returned per batch when ivfpq.rerank = 0 (approximate order). */
 #define IVFPQ_UNRANKED_BATCH 256
 
+/*
+ * Heap prefetching for the rerank.  A prefetch costs a buffer-table lookup
+ * even when the page is already in shared buffers, which is most of the time
+ * for a hot table; after a batch whose pages were all cached, skip
+ * prefetching for this many candidates, then look again.
+ */
+#define IVFPQ_PREFETCH_SKIP 4096
+
+static int	prefetch_skip_remaining = 0;	/* per backend */
+
 typedef struct IvfpqCandidate
 {
 	ItemPointerData tid;
@@ -488,15 +498,26 @@ IvfpqNextBatch(IndexScanDesc scan)
 		std::sort(first, first + take, [](const IvfpqCandidate &a, const IvfpqCandidate &b) {
 			return ItemPointerCompare(const_cast<ItemPointer>(&a.tid), const_cast<ItemPointer>(&b.tid)) < 0;
 		});
-		for (int64 i = 0; i < take; i++)
+		if (prefetch_skip_remaining > 0)
+			prefetch_skip_remaining -= (int) Min(take, (int64) prefetch_skip_remaining);
+		else
 		{
-			BlockNumber block = ItemPointerGetBlockNumber(&first[i].tid);
+			bool		any_io = false;
 
-			if (block != last_prefetched)
+			for (int64 i = 0; i < take; i++)
 			{
-				PrefetchBuffer(heap, MAIN_FORKNUM, block);
-				last_prefetched = block;
+				BlockNumber block = ItemPointerGetBlockNumber(&first[i].tid);
+
+				if (block != last_prefetched)
+				{
+					PrefetchBufferResult result = PrefetchBuffer(heap, MAIN_FORKNUM, block);
+
+					any_io |= result.initiated_io || !BufferIsValid(result.recent_buffer);
+					last_prefetched = block;
+				}
 			}
+			if (!any_io)
+				prefetch_skip_remaining = IVFPQ_PREFETCH_SKIP;
 		}
 		for (int64 i = 0; i < take; i++)
 		{
