@@ -293,8 +293,8 @@ IvfpqMakeTrainConfig(const IvfpqBuildState *state)
 	config.m = (size_t) state->m;
 	config.nbits = (size_t) state->nbits;
 	config.coarse_iterations = 20;
-	config.pq_iterations = 12;
-	config.max_pq_rows = 32768;
+	config.pq_iterations = 20;
+	config.max_pq_rows = 65536;
 	config.seed = 1234;
 	config.threads = Max(1, max_parallel_maintenance_workers + 1);
 	return config;
@@ -920,7 +920,7 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	if (options && options->sample_rows > 0)
 		wanted_rows = options->sample_rows;
 	else if (options && options->lists > 0)
-		wanted_rows = Max((int64) options->lists * 64, 16384);
+		wanted_rows = Max((int64) options->lists * 64, 32768);
 	else
 		wanted_rows = 65536;
 	row_bytes = sizeof(float) * (Size) Max(state.dim, 1);

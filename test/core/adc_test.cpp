@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "kernel_sets.h"
+
 #include "ivfpq_core.h"
 
 using namespace ivfpq::core;
@@ -113,18 +115,8 @@ TEST(BlockedCodes, StoreTouchesOnlyItsEntry)
 	EXPECT_EQ(changed, m);
 }
 
-class AdcKernels : public ::testing::TestWithParam<KernelSet>
+class AdcKernels : public KernelSetTest
 {
-protected:
-	void		SetUp() override
-	{
-		if (!UseKernels(GetParam()))
-			GTEST_SKIP() << "kernel set not supported by this CPU";
-	}
-	void		TearDown() override
-	{
-		UseKernels(KernelSet::Auto);
-	}
 };
 
 TEST_P(AdcKernels, ScanMatchesTableLookups)
@@ -259,10 +251,6 @@ TEST_P(AdcKernels, AdcApproximatesTrueDistance)
 	}
 }
 
-INSTANTIATE_TEST_SUITE_P(AllKernelSets, AdcKernels,
-						 ::testing::Values(KernelSet::Portable, KernelSet::Avx2),
-						 [](const auto &info) {
-							 return std::string(info.param == KernelSet::Portable ? "Portable" : "Avx2");
-						 });
+IVFPQ_FOR_ALL_KERNEL_SETS(AdcKernels);
 
 }							/* namespace */

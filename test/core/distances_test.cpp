@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include "kernel_sets.h"
+
 #include "ivfpq_core.h"
 
 using namespace ivfpq::core;
@@ -45,18 +47,8 @@ RandomVector(std::mt19937 &rng, size_t dim)
 	return v;
 }
 
-class DistanceKernels : public ::testing::TestWithParam<KernelSet>
+class DistanceKernels : public KernelSetTest
 {
-protected:
-	void		SetUp() override
-	{
-		if (!UseKernels(GetParam()))
-			GTEST_SKIP() << "kernel set not supported by this CPU";
-	}
-	void		TearDown() override
-	{
-		UseKernels(KernelSet::Auto);
-	}
 };
 
 TEST_P(DistanceKernels, MatchReferenceOnAllLengths)
@@ -98,11 +90,7 @@ TEST_P(DistanceKernels, CosineEdgeCases)
 	EXPECT_NEAR(CosineDistance(one.data(), minus.data(), 5), 2.0, 1e-7);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllKernelSets, DistanceKernels,
-						 ::testing::Values(KernelSet::Portable, KernelSet::Avx2),
-						 [](const auto &info) {
-							 return std::string(info.param == KernelSet::Portable ? "Portable" : "Avx2");
-						 });
+IVFPQ_FOR_ALL_KERNEL_SETS(DistanceKernels);
 
 TEST(Dispatch, AutoPicksAvx2WhenAvailable)
 {

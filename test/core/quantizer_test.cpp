@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include "kernel_sets.h"
+
 #include "core_error.h"
 
 using namespace ivfpq::core;
@@ -155,18 +157,8 @@ ExpectError(ErrorKind kind, const std::function<void()> &fn)
 	}
 }
 
-class QuantizerKernels : public ::testing::TestWithParam<KernelSet>
+class QuantizerKernels : public KernelSetTest
 {
-protected:
-	void		SetUp() override
-	{
-		if (!UseKernels(GetParam()))
-			GTEST_SKIP() << "kernel set not supported by this CPU";
-	}
-	void		TearDown() override
-	{
-		UseKernels(KernelSet::Auto);
-	}
 };
 
 /* AssignLists against the exhaustive double-precision nearest centroid. */
@@ -538,11 +530,7 @@ TEST_P(QuantizerKernels, TrainingIsDeterministic)
 	EXPECT_EQ(codebooks1, codebooks2);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllKernelSets, QuantizerKernels,
-						 ::testing::Values(KernelSet::Portable, KernelSet::Avx2),
-						 [](const auto &info) {
-							 return std::string(info.param == KernelSet::Portable ? "Portable" : "Avx2");
-						 });
+IVFPQ_FOR_ALL_KERNEL_SETS(QuantizerKernels);
 
 TEST(Train, RejectsInvalidParameters)
 {

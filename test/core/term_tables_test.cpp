@@ -9,24 +9,16 @@
 
 #include <gtest/gtest.h>
 
+#include "kernel_sets.h"
+
 #include "core_error.h"
 
 using namespace ivfpq::core;
 
 namespace {
 
-class TermTables : public ::testing::TestWithParam<KernelSet>
+class TermTables : public KernelSetTest
 {
-protected:
-	void		SetUp() override
-	{
-		if (!UseKernels(GetParam()))
-			GTEST_SKIP() << "kernel set not supported by this CPU";
-	}
-	void		TearDown() override
-	{
-		UseKernels(KernelSet::Auto);
-	}
 };
 
 TEST_P(TermTables, MatchExactTablesWithinQuantization)
@@ -100,10 +92,6 @@ TEST(TermTablesErrors, InnerProductRejected)
 	EXPECT_THROW(ComputeTermTable(q, prepared.data(), mean.data(), 0, out.data()), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllKernelSets, TermTables,
-						 ::testing::Values(KernelSet::Portable, KernelSet::Avx2),
-						 [](const auto &info) {
-							 return std::string(info.param == KernelSet::Portable ? "Portable" : "Avx2");
-						 });
+IVFPQ_FOR_ALL_KERNEL_SETS(TermTables);
 
 }							/* namespace */
