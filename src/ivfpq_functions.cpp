@@ -84,9 +84,10 @@ ivfpq_kmeans(PG_FUNCTION_ARGS)
 			   sizeof(float) * dim);
 	centroids = (float *) palloc_extended(sizeof(float) * (Size) k * dim, MCXT_ALLOC_HUGE);
 
+	/* One OpenMP thread: with more, idle OpenMP workers spin against OpenBLAS's. */
 	IvfpqCallCore("ivfpq k-means", [&]() {
 		ivfpq::core::KMeans(points, (size_t) count, (size_t) dim, (size_t) k,
-							iterations, 1234, 0, centroids);
+							iterations, 1234, 1, centroids);
 	});
 
 	result_elements = (Datum *) palloc(sizeof(Datum) * k);
