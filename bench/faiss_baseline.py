@@ -72,11 +72,8 @@ def search_one_at_a_time(index, queries, k=K):
     return ids, time.perf_counter() - t0
 
 
-def run_baseline(ds, lists, m, probes=DEFAULT_PROBES, reranks=DEFAULT_RERANKS, metric="l2",
-                 nqueries=1000, train_size=None, threads=1, warmup=20, log=print):
-    """Build the FAISS baseline on ds and sweep (nprobe, rerank); return a result dict.
-
-    result = {"build": {...}, "rows": [{"nprobe", "rerank", "recall@10", "qps", ...}, ...]}"""
+def build_baseline(ds, lists, m, metric="l2", nqueries=1000, train_size=None, threads=1, log=print):
+    """Train and fill the FAISS baseline on ds; return a state dict for measure_setting()."""
     import faiss
     faiss.omp_set_num_threads(threads)
     ds = ds.limit(nqueries=nqueries)
@@ -93,26 +90,49 @@ def run_baseline(ds, lists, m, probes=DEFAULT_PROBES, reranks=DEFAULT_RERANKS, m
              "threads": threads}
     log(f"faiss: train {train_s:.1f} s, add {add_s:.1f} s, train+add {train_s + add_s:.1f} s, "
         f"IVFPQ index {code_bytes / 2**20:.1f} MiB")
+    return {"index": index, "ivfpq": ivfpq, "queries": queries, "gt": gt, "build": build,
+            "faiss_version": faiss.__version__, "metric": metric, "lists": lists, "m": m,
+            "base_rows": int(base.shape[0])}
+
+
+def measure_setting(state, nprobe, rerank, warmup=20, log=print):
+    """One (nprobe, rerank) setting, queries one at a time; returns a result row."""
+    index, ivfpq, queries = state["index"], state["ivfpq"], state["queries"]
+    ivfpq.nprobe = nprobe
+    searcher = index if rerank else ivfpq
+    if rerank:
+        index.k_factor = rerank / K
+    search_one_at_a_time(searcher, queries[-warmup:])  # warm caches for this setting
+    ids, secs = search_one_at_a_time(searcher, queries)
+    row = {"nprobe": nprobe, "rerank": rerank, "recall@10": datasets.recall_at(ids, state["gt"]),
+           "qps": queries.shape[0] / secs, "mean_ms": 1000 * secs / queries.shape[0]}
+    log(f"faiss: nprobe {nprobe:4d} rerank {rerank:4d}  recall@10 {row['recall@10']:.3f}  "
+        f"QPS {row['qps']:8.1f}")
+    return row
+
+
+def result_dict(state, rows):
+    """The baseline's result: build figures and the measured rows."""
+    return {"build": state["build"], "rows": rows, "faiss_version": state["faiss_version"],
+            "metric": state["metric"], "lists": state["lists"], "m": state["m"],
+            "nqueries": int(state["queries"].shape[0]), "base_rows": state["base_rows"]}
+
+
+def run_baseline(ds, lists, m, probes=DEFAULT_PROBES, reranks=DEFAULT_RERANKS, metric="l2",
+                 nqueries=1000, train_size=None, threads=1, warmup=20, log=print):
+    """Build the FAISS baseline on ds and sweep (nprobe, rerank); return a result dict.
+
+    result = {"build": {...}, "rows": [{"nprobe", "rerank", "recall@10", "qps", ...}, ...]}"""
+    state = build_baseline(ds, lists, m, metric, nqueries, train_size, threads, log)
     rows = []
     for nprobe in probes:
         if nprobe > lists:
             continue
-        ivfpq.nprobe = nprobe
         for rerank in reranks:
             if rerank and rerank < K:
                 continue
-            searcher = index if rerank else ivfpq
-            if rerank:
-                index.k_factor = rerank / K
-            search_one_at_a_time(searcher, queries[-warmup:])  # warm caches for this setting
-            ids, secs = search_one_at_a_time(searcher, queries)
-            row = {"nprobe": nprobe, "rerank": rerank, "recall@10": datasets.recall_at(ids, gt),
-                   "qps": queries.shape[0] / secs, "mean_ms": 1000 * secs / queries.shape[0]}
-            rows.append(row)
-            log(f"faiss: nprobe {nprobe:4d} rerank {rerank:4d}  recall@10 {row['recall@10']:.3f}  "
-                f"QPS {row['qps']:8.1f}")
-    return {"build": build, "rows": rows, "faiss_version": faiss.__version__, "metric": metric,
-            "lists": lists, "m": m, "nqueries": int(queries.shape[0]), "base_rows": int(base.shape[0])}
+            rows.append(measure_setting(state, nprobe, rerank, warmup, log))
+    return result_dict(state, rows)
 
 
 def best_qps_at(rows, min_recall):

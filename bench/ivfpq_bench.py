@@ -11,7 +11,9 @@ Steps (each safe to rerun; the table is dropped and recreated):
      through a prepared statement with a binary vector parameter; QPS, latency
      percentiles and recall@10 against exact ground truth;
   5. the FAISS baseline (IndexIVFPQ + IndexRefineFlat, same lists and m, same
-     probes x rerank sweep, one thread) in the same run;
+     probes x rerank sweep, one thread) in the same run, built before the
+     sweep and measured interleaved: each setting runs on ivfpq, then at once
+     on FAISS, so machine noise hits both sides of a ratio alike;
   6. ratios (QPS at equal recall, build time, index size / table size) printed
      and written as Markdown + JSON to bench/results/<dataset>-<date>.{md,json}.
 
@@ -182,8 +184,12 @@ def create_index(conn, metric, lists, m, maintenance_work_mem, extra_options):
     return secs, size, stats, sql
 
 
-def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries):
-    """(probes, rerank) sweep through the ivfpq index; returns rows and plan notes."""
+def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries, after_each=None):
+    """(probes, rerank) sweep through the ivfpq index; returns rows and plan notes.
+
+    after_each(probes, rerank), if given, runs right after each setting: the
+    FAISS baseline measures the same setting there, so both sides of a ratio
+    are timed within seconds of each other on this noisy shared machine."""
     notes = []
     plan = pgclient.explain(conn, queries[0], metric, K)
     if "items_embedding_ivfpq" not in plan:
@@ -205,6 +211,8 @@ def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries):
             rows.append(row)
             log(f"pg: probes {p:4d} rerank {r:4d}  recall@10 {row['recall@10']:.3f}  QPS {row['qps']:8.1f}  "
                 f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+            if after_each:
+                after_each(p, r)
     return rows, plan, notes
 
 
@@ -410,23 +418,39 @@ def main(argv=None):
         log(f"pg: exact search ({exact_nq} queries): recall@10 {exact['recall@10']:.3f}  QPS {exact['qps']:.1f}  "
             f"p50 {exact['p50_ms']:.2f} ms  p99 {exact['p99_ms']:.2f} ms")
 
+    # FAISS baseline built up front, so that each setting is then measured on
+    # both sides back to back (interleaved) rather than in two separate sweeps.
+    faiss_state = None
+    faiss_rows = []
+    if not args.no_faiss:
+        faiss_state = faiss_baseline.build_baseline(ds, args.lists, args.m, args.metric, nq,
+                                                    args.faiss_train_size, threads=1, log=log)
+
+    def faiss_same_setting(p, r):
+        if faiss_state is not None and p <= args.lists:
+            faiss_rows.append(faiss_baseline.measure_setting(faiss_state, p, r, args.warmup, log))
+
     # 3-4. ivfpq index
     if have_am:
         build_s, index_bytes, stats, sql = create_index(conn, args.metric, args.lists, args.m,
                                                         args.maintenance_work_mem, args.index_options)
         log(f"pg: CREATE INDEX {build_s:.1f} s, index size {mib(index_bytes)}")
         pgclient.prewarm(conn, "items_embedding_ivfpq")
-        rows, plan, notes = pg_sweep(conn, queries, truth, args.metric, args.probes, args.rerank, spare)
+        rows, plan, notes = pg_sweep(conn, queries, truth, args.metric, args.probes, args.rerank, spare,
+                                     after_each=faiss_same_setting)
         result["notes"] += notes
         result["ivfpq"] = {"build_s": build_s, "index_bytes": index_bytes, "stats": stats, "sql": sql,
                            "maintenance_work_mem": args.maintenance_work_mem, "plan": plan, "rows": rows}
     conn.close()
 
-    # 5. FAISS baseline
-    if not args.no_faiss:
-        result["faiss"] = faiss_baseline.run_baseline(
-            ds, args.lists, args.m, args.probes, args.rerank, args.metric, nq, args.faiss_train_size,
-            threads=1, warmup=args.warmup, log=log)
+    # 5. FAISS baseline (its sweep ran interleaved with ours; alone if there was no index)
+    if faiss_state is not None:
+        if not faiss_rows:
+            for p in args.probes:
+                for r in args.rerank:
+                    if (not r or r >= K) and p <= args.lists:
+                        faiss_same_setting(p, r)
+        result["faiss"] = faiss_baseline.result_dict(faiss_state, faiss_rows)
 
     # 6. report
     result["comparison"] = compare(result)
