@@ -88,14 +88,28 @@ CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 16, m = 8);
 
 -- plan choice: the index serves ORDER BY distance (with LIMIT), nothing else
 EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY e <-> (SELECT e FROM queries WHERE q = 1) LIMIT 5;
-EXPLAIN (COSTS OFF) SELECT count(*) FROM items;
-EXPLAIN (COSTS OFF) SELECT id FROM items WHERE e = '[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]';
-EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY e <#> '[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]' LIMIT 5;
+CREATE FUNCTION plan_uses_ivfpq(query text) RETURNS bool LANGUAGE plpgsql AS $$
+DECLARE
+	line text;
+BEGIN
+	FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+		IF line LIKE '%items_idx%' THEN
+			RETURN true;
+		END IF;
+	END LOOP;
+	RETURN false;
+END $$;
+SELECT plan_uses_ivfpq('SELECT count(*) FROM items') AS count_uses_ivfpq,
+	   plan_uses_ivfpq('SELECT id FROM items WHERE e = ''[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]''') AS equality_uses_ivfpq,
+	   plan_uses_ivfpq('SELECT id FROM items ORDER BY e <#> ''[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]'' LIMIT 5') AS other_metric_uses_ivfpq,
+	   plan_uses_ivfpq('SELECT id FROM items ORDER BY e <-> ''[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]'' LIMIT 5') AS knn_uses_ivfpq;
 -- chosen on cost too, not only when sequential scans are disabled
 RESET enable_seqscan;
 SET ivfpq.probes = 1;
+SET ivfpq.rerank = 10;
 EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY e <-> '[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]' LIMIT 5;
 RESET ivfpq.probes;
+RESET ivfpq.rerank;
 SET enable_seqscan = off;
 
 -- rerank = 0 returns PQ order without heap access; rerank > 0 exact order
@@ -241,4 +255,4 @@ DROP TABLE unlogged_items;
 SELECT * FROM ivfpq_index_stats('items_pkey');
 
 DROP TABLE items, queries, centres;
-DROP FUNCTION recall_at(int, text), ordered(int, text);
+DROP FUNCTION recall_at(int, text), ordered(int, text), plan_uses_ivfpq(text);

@@ -181,6 +181,8 @@ extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list,
 							  IvfpqDirEntryData *entry);
+extern int64 IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,
+								   BufferAccessStrategy strategy);
 extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,
 							 ItemPointer tid, const uint8 *code);
 extern void IvfpqNormalize(float *x, int dim, bool *is_zero);

@@ -188,6 +188,31 @@ IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list, IvfpqDi
 	UnlockReleaseBuffer(buffer);
 }
 
+/* Entries in one list, counted page by page under share locks. */
+int64
+IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,
+					  BufferAccessStrategy strategy)
+{
+	IvfpqDirEntryData entry;
+	BlockNumber block;
+	int64		count = 0;
+
+	IvfpqReadDirEntry(index, directory_start, list, &entry);
+	for (block = entry.first_block; block != InvalidBlockNumber;)
+	{
+		Buffer		buffer = ReadBufferExtended(index, MAIN_FORKNUM, block, RBM_NORMAL, strategy);
+		IvfpqPageOpaque opaque;
+
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		opaque = IvfpqPageGetOpaque(BufferGetPage(buffer));
+		count += opaque->entry_count;
+		block = opaque->next_block;
+		UnlockReleaseBuffer(buffer);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return count;
+}
+
 /*
  * Append (tid, code) to a list: into the list's tail page if it has room, else
  * onto a new page linked after it.  Concurrent inserters are safe: the tail

@@ -50,20 +50,7 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 	sizes = (int64 *) palloc0(sizeof(int64) * Max(meta.lists, 1));
 	for (uint32 list = 0; list < meta.lists; list++)
 	{
-		IvfpqDirEntryData entry;
-		BlockNumber block;
-
-		IvfpqReadDirEntry(index, meta.directory_start, (int) list, &entry);
-		for (block = entry.first_block; block != InvalidBlockNumber;)
-		{
-			Buffer		buffer = ReadBuffer(index, block);
-
-			LockBuffer(buffer, BUFFER_LOCK_SHARE);
-			sizes[list] += IvfpqPageGetOpaque(BufferGetPage(buffer))->entry_count;
-			block = IvfpqPageGetOpaque(BufferGetPage(buffer))->next_block;
-			UnlockReleaseBuffer(buffer);
-			CHECK_FOR_INTERRUPTS();
-		}
+		sizes[list] = IvfpqCountListEntries(index, meta.directory_start, (int) list, NULL);
 		rows += sizes[list];
 	}
 	relation_close(index, AccessShareLock);

@@ -118,20 +118,8 @@ IvfpqCountEntries(Relation index, BufferAccessStrategy strategy)
 	IvfpqReadMeta(index, &meta);
 	for (uint32 list = 0; list < meta.lists; list++)
 	{
-		IvfpqDirEntryData entry;
-		BlockNumber block;
-
-		IvfpqReadDirEntry(index, meta.directory_start, (int) list, &entry);
-		for (block = entry.first_block; block != InvalidBlockNumber;)
-		{
-			Buffer		buffer = ReadBufferExtended(index, MAIN_FORKNUM, block, RBM_NORMAL, strategy);
-
-			LockBuffer(buffer, BUFFER_LOCK_SHARE);
-			count += IvfpqPageGetOpaque(BufferGetPage(buffer))->entry_count;
-			block = IvfpqPageGetOpaque(BufferGetPage(buffer))->next_block;
-			UnlockReleaseBuffer(buffer);
-			vacuum_delay_point();
-		}
+		count += IvfpqCountListEntries(index, meta.directory_start, (int) list, strategy);
+		vacuum_delay_point();
 	}
 	return count;
 }
