@@ -32,10 +32,14 @@ IvfpqVacuumPage(Relation index, Buffer buffer, int capacity, int m,
 	uint8	   *wcodes;
 	int			kept = 0;
 	uint8		code[IVFPQ_MAX_M];
+	bool		is_dead[BLCKSZ / sizeof(ItemPointerData)];
 
+	/* Ask about each TID once: the callback searches VACUUM's dead-TID store. */
 	for (int i = 0; i < n; i++)
-		if (callback(&tids[i], callback_state))
-			dead++;
+	{
+		is_dead[i] = callback(&tids[i], callback_state);
+		dead += is_dead[i];
+	}
 	if (dead == 0)
 	{
 		*live += n;
@@ -48,7 +52,7 @@ IvfpqVacuumPage(Relation index, Buffer buffer, int capacity, int m,
 	wcodes = IvfpqListCodes(wpage, capacity);
 	for (int i = 0; i < n; i++)
 	{
-		if (callback(&wtids[i], callback_state))
+		if (is_dead[i])
 			continue;
 		if (kept != i)
 		{
