@@ -81,20 +81,28 @@ IvfpqGetMetric(Relation index)
 	return metric;
 }
 
+/* Core view over centroids and codebooks owned by the caller. */
+ivfpq::core::QuantizerView
+IvfpqMakeView(int dim, int lists, int m, int nbits, int metric,
+			  const float *centroids, const float *codebooks)
+{
+	ivfpq::core::QuantizerView view;
+
+	view.dim = (size_t) dim;
+	view.lists = (size_t) lists;
+	view.m = (size_t) m;
+	view.nbits = (size_t) nbits;
+	view.metric = (ivfpq::core::Metric) metric;
+	view.centroids = centroids;
+	view.codebooks = codebooks;
+	return view;
+}
+
 /* Core view over a cached quantizer. */
 ivfpq::core::QuantizerView
 IvfpqView(const IvfpqQuantizer *q)
 {
-	ivfpq::core::QuantizerView view;
-
-	view.dim = (size_t) q->dim;
-	view.lists = (size_t) q->lists;
-	view.m = (size_t) q->m;
-	view.nbits = (size_t) q->nbits;
-	view.metric = (ivfpq::core::Metric) q->metric;
-	view.centroids = q->centroids;
-	view.codebooks = q->codebooks;
-	return view;
+	return IvfpqMakeView(q->dim, q->lists, q->m, q->nbits, q->metric, q->centroids, q->codebooks);
 }
 
 /*

@@ -164,6 +164,8 @@ typedef struct IvfpqQuantizer
 extern "C" Datum ivfpqhandler(PG_FUNCTION_ARGS);
 extern void IvfpqInitReloptions(void);
 extern int	IvfpqGetMetric(Relation index);
+extern ivfpq::core::QuantizerView IvfpqMakeView(int dim, int lists, int m, int nbits, int metric,
+												const float *centroids, const float *codebooks);
 extern ivfpq::core::QuantizerView IvfpqView(const IvfpqQuantizer *q);
 
 /* ---------- ivfpq_pages.cpp ---------- */

@@ -335,18 +335,13 @@ IvfpqFlushBatch(IvfpqBuildState *state)
 		return;
 	if (state->trained)
 	{
-		ivfpq::core::QuantizerView view;
+		ivfpq::core::QuantizerView view =
+			IvfpqMakeView(state->dim, state->lists, state->m, state->nbits, state->metric,
+						  state->centroids, state->codebooks);
 		float	   *batch = state->batch;
 		int32	   *lists = state->batch_lists;
 		uint8	   *codes = state->batch_codes;
 
-		view.dim = (size_t) state->dim;
-		view.lists = (size_t) state->lists;
-		view.m = (size_t) state->m;
-		view.nbits = (size_t) state->nbits;
-		view.metric = (ivfpq::core::Metric) state->metric;
-		view.centroids = state->centroids;
-		view.codebooks = state->codebooks;
 		IvfpqCallCore("ivfpq encoding", [&]() {
 			ivfpq::core::AssignLists(view, batch, (size_t) n, lists);
 			ivfpq::core::EncodeResiduals(view, batch, lists, (size_t) n, codes);

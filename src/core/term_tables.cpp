@@ -46,14 +46,43 @@ CheckTermMetric(const QuantizerView &q)
 		ThrowInvalid("term tables are only used for L2 and cosine indexes");
 }
 
+/*
+ * One list's term table: m scales and m offsets (float), then m x ksub 8-bit
+ * terms; term_jk = offset_j + scale_j * byte_jk.  The one place that knows it.
+ */
+template <typename Float, typename Byte>
+struct TermTableParts
+{
+	Float	   *scales;
+	Float	   *offsets;
+	Byte	   *codes;
+};
+
+TermTableParts<const float, const uint8_t>
+SplitTermTable(const uint8_t *terms, size_t m)
+{
+	const float *scales = reinterpret_cast<const float *>(terms);
+
+	return {scales, scales + m, terms + 2 * m * sizeof(float)};
+}
+
+TermTableParts<float, uint8_t>
+SplitTermTable(uint8_t *terms, size_t m)
+{
+	float	   *scales = reinterpret_cast<float *>(terms);
+
+	return {scales, scales + m, terms + 2 * m * sizeof(float)};
+}
+
 /* table[j * ksub + k] = offset_j + scale_j * term[j][k] + query_terms[...] (portable). */
 void
 TableFromTermsPortable(const uint8_t *terms, const float *query_terms, size_t m, size_t ksub,
 					   float *table)
 {
-	const float *scales = reinterpret_cast<const float *>(terms);
-	const float *offsets = scales + m;
-	const uint8_t *codes = terms + 2 * m * sizeof(float);
+	auto		parts = SplitTermTable(terms, m);
+	const float *scales = parts.scales;
+	const float *offsets = parts.offsets;
+	const uint8_t *codes = parts.codes;
 
 	for (size_t j = 0; j < m; j++)
 		for (size_t k = 0; k < ksub; k++)
@@ -65,9 +94,10 @@ __attribute__((target("avx2,fma"))) void
 TableFromTermsAvx2(const uint8_t *terms, const float *query_terms, size_t m, size_t ksub,
 				   float *table)
 {
-	const float *scales = reinterpret_cast<const float *>(terms);
-	const float *offsets = scales + m;
-	const uint8_t *codes = terms + 2 * m * sizeof(float);
+	auto		parts = SplitTermTable(terms, m);
+	const float *scales = parts.scales;
+	const float *offsets = parts.offsets;
+	const uint8_t *codes = parts.codes;
 
 	for (size_t j = 0; j < m; j++)
 	{
@@ -117,9 +147,10 @@ ComputeTermTable(const QuantizerView &q, const float *prepared, const float *mea
 	std::vector<float> products(m * ksub);
 	std::vector<float> delta(q.dim);
 	float		unused_bias;
-	float	   *scales = reinterpret_cast<float *>(out);
-	float	   *offsets = scales + m;
-	uint8_t    *codes = out + 2 * m * sizeof(float);
+	auto		parts = SplitTermTable(out, m);
+	float	   *scales = parts.scales;
+	float	   *offsets = parts.offsets;
+	uint8_t    *codes = parts.codes;
 
 	CheckTermMetric(q);
 	if (list < 0 || size_t(list) >= q.lists)

@@ -32,18 +32,6 @@ RandomCodes(size_t count, uint32_t seed)
 	return codes;
 }
 
-std::vector<float>
-GaussianFloats(size_t count, float sigma, uint32_t seed)
-{
-	std::mt19937 rng(seed);
-	std::normal_distribution<float> normal(0.0f, sigma);
-	std::vector<float> values(count);
-
-	for (auto &v : values)
-		v = normal(rng);
-	return values;
-}
-
 double
 Norm2(const float *x, size_t dim)
 {

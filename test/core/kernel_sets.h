@@ -1,12 +1,15 @@
 /*
  * kernel_sets.h
- *		Shared GoogleTest fixture: run a test once per kernel set (portable and
- *		AVX2+FMA), restoring automatic selection afterwards.
+ *		Shared by the core unit tests: a fixture that runs a test once per kernel
+ *		set (portable and AVX2+FMA), and reproducible random test data.
  */
 #ifndef IVFPQ_TEST_KERNEL_SETS_H
 #define IVFPQ_TEST_KERNEL_SETS_H
 
+#include <cstdint>
+#include <random>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -40,5 +43,18 @@ KernelSetName(const ::testing::TestParamInfo<ivfpq::core::KernelSet> &info)
 							 ::testing::Values(ivfpq::core::KernelSet::Portable, \
 											   ivfpq::core::KernelSet::Avx2), \
 							 KernelSetName)
+
+/* count floats drawn from N(0, sigma^2), reproducible from seed. */
+inline std::vector<float>
+GaussianFloats(size_t count, float sigma, uint32_t seed)
+{
+	std::mt19937 rng(seed);
+	std::normal_distribution<float> normal(0.0f, sigma);
+	std::vector<float> values(count);
+
+	for (auto &v : values)
+		v = normal(rng);
+	return values;
+}
 
 #endif

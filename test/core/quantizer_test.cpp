@@ -44,18 +44,6 @@ ReferenceDot(const float *a, const float *b, size_t dim)
 	return sum;
 }
 
-std::vector<float>
-GaussianFloats(size_t count, float sigma, uint32_t seed)
-{
-	std::mt19937 rng(seed);
-	std::normal_distribution<float> normal(0.0f, sigma);
-	std::vector<float> values(count);
-
-	for (auto &v : values)
-		v = normal(rng);
-	return values;
-}
-
 /*
  * n x dim points around 'clusters' centers; each point also gets one of 16
  * offsets per 4-dimensional slice, so residuals have structure a PQ can learn.
