@@ -172,11 +172,11 @@ extern ivfpq::core::QuantizerView IvfpqView(const IvfpqQuantizer *q);
 extern void IvfpqInitPage(Page page, uint16 page_type);
 extern Buffer IvfpqNewBuffer(Relation index, ForkNumber fork);
 extern void IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta);
-extern Size IvfpqListTidOffset(void);
 extern Size IvfpqListCodeOffset(int capacity);
 extern int	IvfpqListPageCapacity(int m);
 extern ItemPointer IvfpqListTids(Page page);
 extern uint8 *IvfpqListCodes(Page page, int capacity);
+extern void IvfpqInitListPage(Page page, int capacity, int m);
 extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
 								 Size count, BlockNumber *first_block);
 extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
@@ -185,9 +185,11 @@ extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int l
 							  IvfpqDirEntryData *entry);
 extern int64 IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,
 								   BufferAccessStrategy strategy);
+extern void IvfpqNormalize(float *x, int dim, bool *is_zero);
+
+/* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,
 							 ItemPointer tid, const uint8 *code);
-extern void IvfpqNormalize(float *x, int dim, bool *is_zero);
 
 /* ---------- phase entry points ---------- */
 extern IndexBuildResult *ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo);

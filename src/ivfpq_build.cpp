@@ -531,9 +531,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 			}
 			buffer = next;
 			page = BufferGetPage(buffer);
-			IvfpqInitPage(page, IVFPQ_PAGE_LIST);
-			((PageHeader) page)->pd_lower =
-				MAXALIGN(SizeOfPageHeaderData) + IvfpqListCodeOffset(capacity) + (Size) capacity * m;
+			IvfpqInitListPage(page, capacity, m);
 			if (list != current_list)
 				entries[list].first_block = next_block;
 			entries[list].tail_block = next_block;

@@ -8,7 +8,127 @@
 
 extern "C"
 {
+#include "storage/lmgr.h"
 #include "utils/memutils.h"
+}
+
+/*
+ * Append (tid, code) to a list: into the list's tail page if it has room, else
+ * onto a new page linked after it.  Concurrent inserters are safe: the tail
+ * page's next_block is the truth, the directory's tail_block only a hint.
+ * Every change is WAL-logged with GenericXLog (at most 3 pages per record).
+ */
+void
+IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer tid,
+				 const uint8 *code)
+{
+	BlockNumber dir_block = q->directory_start + list / IVFPQ_DIR_ENTRIES_PER_PAGE;
+	int			dir_slot = list % IVFPQ_DIR_ENTRIES_PER_PAGE;
+	int			capacity = q->list_page_capacity;
+	IvfpqDirEntryData entry;
+	BlockNumber block;
+
+	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
+
+	if (entry.first_block == InvalidBlockNumber)
+	{
+		/* The list has no page yet: create it under the directory lock. */
+		Buffer		dir_buffer = ReadBuffer(index, dir_block);
+		IvfpqDirEntry dir_entry;
+
+		LockBuffer(dir_buffer, BUFFER_LOCK_EXCLUSIVE);
+		dir_entry = &((IvfpqDirEntry) PageGetContents(BufferGetPage(dir_buffer)))[dir_slot];
+		if (dir_entry->first_block == InvalidBlockNumber)
+		{
+			Buffer		new_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		dir_page = GenericXLogRegisterBuffer(state, dir_buffer, 0);
+			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
+			IvfpqDirEntry e = &((IvfpqDirEntry) PageGetContents(dir_page))[dir_slot];
+
+			IvfpqInitListPage(new_page, capacity, q->m);
+			IvfpqListTids(new_page)[0] = *tid;
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->m, code);
+			IvfpqPageGetOpaque(new_page)->entry_count = 1;
+			e->first_block = BufferGetBlockNumber(new_buffer);
+			e->tail_block = e->first_block;
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(new_buffer);
+			UnlockReleaseBuffer(dir_buffer);
+			return;
+		}
+		entry = *dir_entry;
+		UnlockReleaseBuffer(dir_buffer);
+	}
+
+	block = entry.tail_block;
+	for (;;)
+	{
+		Buffer		buffer = ReadBuffer(index, block);
+		Page		page;
+		IvfpqPageOpaque opaque;
+
+		LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+		page = BufferGetPage(buffer);
+		opaque = IvfpqPageGetOpaque(page);
+
+		if (opaque->entry_count < capacity)
+		{
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		wpage = GenericXLogRegisterBuffer(state, buffer, 0);
+			IvfpqPageOpaque wopaque = IvfpqPageGetOpaque(wpage);
+			int			slot = wopaque->entry_count;
+
+			IvfpqListTids(wpage)[slot] = *tid;
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(wpage, capacity), (size_t) slot,
+										  (size_t) q->m, code);
+			wopaque->entry_count++;
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(buffer);
+			return;
+		}
+		if (opaque->next_block != InvalidBlockNumber)
+		{
+			/* Someone extended the list after our hint was read. */
+			block = opaque->next_block;
+			UnlockReleaseBuffer(buffer);
+			continue;
+		}
+
+		/* Full tail: link a new page after it. */
+		{
+			Buffer		new_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			BlockNumber new_block = BufferGetBlockNumber(new_buffer);
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		wpage = GenericXLogRegisterBuffer(state, buffer, 0);
+			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
+			Buffer		dir_buffer;
+
+			IvfpqInitListPage(new_page, capacity, q->m);
+			IvfpqListTids(new_page)[0] = *tid;
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->m, code);
+			IvfpqPageGetOpaque(new_page)->entry_count = 1;
+			IvfpqPageGetOpaque(wpage)->next_block = new_block;
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(new_buffer);
+			UnlockReleaseBuffer(buffer);
+
+			/* Move the directory's tail hint forward. */
+			dir_buffer = ReadBuffer(index, dir_block);
+			LockBuffer(dir_buffer, BUFFER_LOCK_EXCLUSIVE);
+			state = GenericXLogStart(index);
+			{
+				Page		dir_page = GenericXLogRegisterBuffer(state, dir_buffer, 0);
+				IvfpqDirEntry e = &((IvfpqDirEntry) PageGetContents(dir_page))[dir_slot];
+
+				if (e->tail_block == block)
+					e->tail_block = new_block;
+			}
+			GenericXLogFinish(state);
+			UnlockReleaseBuffer(dir_buffer);
+			return;
+		}
+	}
 }
 
 /* aminsert: index one heap row; NULL vectors are not indexed. */
