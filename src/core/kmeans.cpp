@@ -8,9 +8,8 @@
 
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
-#include <omp.h>
-
 #include "core_error.h"
+#include "omp_threads.h"
 
 namespace ivfpq::core {
 
@@ -31,8 +30,7 @@ KMeans(const float *points, size_t n, size_t dim, size_t k, int iterations,
 		if (!std::isfinite(points[i]))
 			ThrowData("k-means input contains NaN or infinity");
 
-	if (threads > 0)
-		omp_set_num_threads(threads);
+	OmpThreadsScope thread_scope(threads);
 
 	faiss::ClusteringParameters params;
 

@@ -26,6 +26,7 @@
 #include <omp.h>
 
 #include "core_error.h"
+#include "omp_threads.h"
 #include "pq_kernels.h"
 
 namespace ivfpq::core {
@@ -240,22 +241,6 @@ TrainSubQuantizer(SubQuantizerWork &work, size_t rows, size_t dsub, size_t ksub,
 	FillByDuplicating(codebook_out, k, ksub, dsub);
 }
 
-/* Restores the OpenMP thread count when it goes out of scope. */
-class OmpThreadsRestorer
-{
-public:
-	explicit OmpThreadsRestorer(int threads) : threads_(threads)
-	{
-	}
-	~OmpThreadsRestorer()
-	{
-		omp_set_num_threads(threads_);
-	}
-
-private:
-	int			threads_;
-};
-
 /*
  * Coarse centroids: FAISS k-means on min(lists, n) clusters, then
  * duplicates.  FAISS runs on one OpenMP thread: its heavy part is BLAS sgemm,
@@ -268,8 +253,6 @@ void
 TrainCoarse(const TrainConfig &config, const float *sample, size_t n, float *centroids_out)
 {
 	size_t		k = std::min(config.lists, n);
-	OmpThreadsRestorer restorer(omp_get_max_threads());
-
 	KMeans(sample, n, config.dim, k, config.coarse_iterations, config.seed, 1,
 		   centroids_out);
 	FillByDuplicating(centroids_out, k, config.lists, config.dim);
@@ -400,8 +383,7 @@ Train(const TrainConfig &config, const float *sample, size_t n,
 {
 	ValidateConfig(config, n);
 	CheckFinite(sample, n, config.dim);
-	if (config.threads > 0)
-		omp_set_num_threads(config.threads);
+	OmpThreadsScope threads(config.threads);
 
 	CheckInterrupt();
 	TrainCoarse(config, sample, n, centroids_out);
