@@ -15,6 +15,7 @@ extern "C"
 #include "commands/progress.h"
 #include "optimizer/optimizer.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/selfuncs.h"
 #include "utils/syscache.h"
@@ -26,6 +27,14 @@ PG_FUNCTION_INFO_V1(ivfpq_metric_cosine);
 }
 
 static relopt_kind ivfpq_relopt_kind;
+
+/* codebooks_from must parse as a (possibly schema-qualified) name. */
+static void
+IvfpqValidateCodebooksFrom(const char *value)
+{
+	if (value != NULL)
+		(void) stringToQualifiedNameList(value);
+}
 
 /* Register the index options; called once from _PG_init. */
 void
@@ -44,6 +53,10 @@ IvfpqInitReloptions(void)
 	add_int_reloption(ivfpq_relopt_kind, "sample_rows",
 					  "Rows sampled to train centroids and codebooks (0 = derived)",
 					  0, 0, 10000000, AccessExclusiveLock);
+	/* Only read by the next build, so changing it need not block queries. */
+	add_string_reloption(ivfpq_relopt_kind, "codebooks_from",
+						 "Trained ivfpq index whose centroids and codebooks a build copies instead of training",
+						 NULL, IvfpqValidateCodebooksFrom, ShareUpdateExclusiveLock);
 }
 
 /* Parse and validate WITH (...) options. */
@@ -55,6 +68,7 @@ ivfpqoptions(Datum reloptions, bool validate)
 		{"m", RELOPT_TYPE_INT, offsetof(IvfpqOptions, m)},
 		{"nbits", RELOPT_TYPE_INT, offsetof(IvfpqOptions, nbits)},
 		{"sample_rows", RELOPT_TYPE_INT, offsetof(IvfpqOptions, sample_rows)},
+		{"codebooks_from", RELOPT_TYPE_STRING, offsetof(IvfpqOptions, codebooks_from_offset)},
 	};
 	IvfpqOptions *options;
 
@@ -69,6 +83,30 @@ ivfpqoptions(Datum reloptions, bool validate)
 	return (bytea *) options;
 }
 
+/* The codebooks_from option, or NULL when not set. */
+const char *
+IvfpqOptionsCodebooksFrom(const IvfpqOptions *options)
+{
+	if (options == NULL || options->codebooks_from_offset == 0)
+		return NULL;
+	return (const char *) options + options->codebooks_from_offset;
+}
+
+/* The SQL name of a metric (ivfpq_index_stats, messages). */
+const char *
+IvfpqMetricName(int metric)
+{
+	switch (metric)
+	{
+		case IVFPQ_METRIC_IP:
+			return "inner_product";
+		case IVFPQ_METRIC_COSINE:
+			return "cosine";
+		default:
+			return "l2";
+	}
+}
+
 /* The metric of an index, from its opclass's metric support function. */
 int
 IvfpqGetMetric(Relation index)
@@ -81,18 +119,27 @@ IvfpqGetMetric(Relation index)
 	return metric;
 }
 
+/* The core's description of a shape. */
+ivfpq::core::QuantizerShape
+IvfpqCoreShape(const IvfpqShapeData *shape)
+{
+	ivfpq::core::QuantizerShape core_shape;
+
+	core_shape.dim = (size_t) shape->dim;
+	core_shape.lists = (size_t) shape->lists;
+	core_shape.m = (size_t) shape->m;
+	core_shape.nbits = (size_t) shape->nbits;
+	core_shape.metric = (ivfpq::core::Metric) shape->metric;
+	return core_shape;
+}
+
 /* Core view over centroids and codebooks owned by the caller. */
 ivfpq::core::QuantizerView
-IvfpqMakeView(int dim, int lists, int m, int nbits, int metric,
-			  const float *centroids, const float *codebooks)
+IvfpqMakeView(const IvfpqShapeData *shape, const float *centroids, const float *codebooks)
 {
 	ivfpq::core::QuantizerView view;
 
-	view.dim = (size_t) dim;
-	view.lists = (size_t) lists;
-	view.m = (size_t) m;
-	view.nbits = (size_t) nbits;
-	view.metric = (ivfpq::core::Metric) metric;
+	static_cast<ivfpq::core::QuantizerShape &>(view) = IvfpqCoreShape(shape);
 	view.centroids = centroids;
 	view.codebooks = codebooks;
 	return view;
@@ -102,7 +149,9 @@ IvfpqMakeView(int dim, int lists, int m, int nbits, int metric,
 ivfpq::core::QuantizerView
 IvfpqView(const IvfpqQuantizer *q)
 {
-	return IvfpqMakeView(q->dim, q->lists, q->m, q->nbits, q->metric, q->centroids, q->codebooks);
+	IvfpqShapeData shape = {q->dim, q->lists, q->m, q->nbits, q->metric};
+
+	return IvfpqMakeView(&shape, q->centroids, q->codebooks);
 }
 
 /*
@@ -136,7 +185,7 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	IvfpqReadMeta(index, &meta);
 	index_close(index, NoLock);
 
-	ratio = meta.lists > 0 ? (double) ivfpq_probes / meta.lists : 1.0;
+	ratio = meta.shape.lists > 0 ? (double) ivfpq_probes / meta.shape.lists : 1.0;
 	if (ratio > 1.0 || !meta.trained)
 		ratio = 1.0;
 
@@ -145,7 +194,7 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	genericcostestimate(root, path, loop_count, &costs);
 
 	/* Distances to every centroid, and the rerank's heap reads. */
-	costs.indexTotalCost += meta.lists * cpu_operator_cost * Max(1, (int) meta.dim / 64);
+	costs.indexTotalCost += meta.shape.lists * cpu_operator_cost * Max(1, (int) meta.shape.dim / 64);
 	costs.indexTotalCost += Min(ivfpq_rerank, tuples) * (seq_page_cost + cpu_operator_cost);
 
 	*indexStartupCost = costs.indexTotalCost;

@@ -85,15 +85,26 @@ typedef IvfpqPageOpaqueData *IvfpqPageOpaque;
 
 #define IvfpqPageGetOpaque(page) ((IvfpqPageOpaque) PageGetSpecialPointer(page))
 
+/*
+ * The quantizer's shape, defined once for the glue: the metapage stores it,
+ * and the build, the parallel build and the quantizer cache keep it.
+ * IvfpqCoreShape() converts it to the core's QuantizerShape.  The five int32
+ * fields sit where format 1 put five uint32s, so pages are unchanged.
+ */
+typedef struct IvfpqShapeData
+{
+	int32		dim;			/* 0 while unknown (build of an untyped column) */
+	int32		lists;
+	int32		m;				/* sub-quantizers = bytes per code */
+	int32		nbits;			/* bits per sub-quantizer code */
+	int32		metric;			/* IVFPQ_METRIC_* */
+} IvfpqShapeData;
+
 typedef struct IvfpqMetaPageData
 {
 	uint32		magic;
 	uint32		version;
-	uint32		dim;
-	uint32		lists;
-	uint32		m;
-	uint32		nbits;
-	uint32		metric;			/* IVFPQ_METRIC_* */
+	IvfpqShapeData shape;
 	uint32		trained;		/* 0: empty at build, no codebooks (exact scan) */
 	BlockNumber centroid_start;
 	BlockNumber codebook_start;
@@ -102,6 +113,8 @@ typedef struct IvfpqMetaPageData
 	uint64		training_rows;	/* rows in the training sample */
 	uint64		build_rows;		/* rows indexed by the build */
 	uint64		build_id;		/* changes whenever centroids/codebooks change */
+	/* added after format 1 shipped: older metapages read 0 here */
+	uint32		inherited;		/* 1: centroids/codebooks copied from another index */
 } IvfpqMetaPageData;
 
 typedef IvfpqMetaPageData *IvfpqMetaPage;
@@ -130,6 +143,7 @@ typedef struct IvfpqOptions
 	int			m;				/* 0 = derive from the dimensions */
 	int			nbits;
 	int			sample_rows;	/* 0 = derive from lists */
+	int			codebooks_from_offset;	/* source index name (string option), 0 = none */
 } IvfpqOptions;
 
 /*
@@ -164,7 +178,10 @@ typedef struct IvfpqQuantizer
 extern "C" Datum ivfpqhandler(PG_FUNCTION_ARGS);
 extern void IvfpqInitReloptions(void);
 extern int	IvfpqGetMetric(Relation index);
-extern ivfpq::core::QuantizerView IvfpqMakeView(int dim, int lists, int m, int nbits, int metric,
+extern const char *IvfpqMetricName(int metric);
+extern const char *IvfpqOptionsCodebooksFrom(const IvfpqOptions *options);
+extern ivfpq::core::QuantizerShape IvfpqCoreShape(const IvfpqShapeData *shape);
+extern ivfpq::core::QuantizerView IvfpqMakeView(const IvfpqShapeData *shape,
 												const float *centroids, const float *codebooks);
 extern ivfpq::core::QuantizerView IvfpqView(const IvfpqQuantizer *q);
 
@@ -179,6 +196,7 @@ extern uint8 *IvfpqListCodes(Page page, int capacity);
 extern void IvfpqInitListPage(Page page, int capacity, int m);
 extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
 								 Size count, BlockNumber *first_block);
+extern void IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size count);
 extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list,

@@ -1,13 +1,16 @@
 /*
  * ivfpq_build.cpp
  *		CREATE INDEX for ivfpq: sample the heap by blocks, train coarse
- *		centroids and residual PQ codebooks (FAISS, through the core), assign
- *		and encode every row, sort the codes by list, write the list pages, and
- *		WAL-log the new relation in one pass (log_newpage_range).
+ *		centroids (FAISS k-means) and residual PQ codebooks (the core's own
+ *		k-means), or copy both from another index (codebooks_from); assign and
+ *		encode every row (in parallel when workers are granted), sort the codes
+ *		by list, write the list pages, write the metapage last, and WAL-log
+ *		the new relation in one pass (log_newpage_range).
  *
  * An empty table (or one whose sample has no rows) gets an "untrained" index:
  * a single list whose entries carry no code; scans then rank the rows by exact
  * distances from the heap.  It keeps working as rows arrive; REINDEX trains it.
+ * The init fork of an unlogged table's index is such an index too.
  */
 #include <cmath>
 
@@ -20,7 +23,9 @@ extern "C"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xloginsert.h"
+#include "access/relation.h"
 #include "catalog/index.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "commands/progress.h"
@@ -34,6 +39,7 @@ extern "C"
 #include "tcop/tcopprot.h"
 #include "utils/datum.h"
 #include "utils/memutils.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "storage/smgr.h"
 #include "utils/sampling.h"
@@ -45,17 +51,51 @@ extern "C"
 /* Rows assigned and encoded per call into the core. */
 #define IVFPQ_ENCODE_BATCH 1024
 
+/*
+ * Training sample: about 64 rows per list (FAISS warns below 39) with a
+ * floor that keeps the 256-codeword PQ codebooks well fed; when lists is
+ * derived from the table size, a fixed default.  Under a tight
+ * maintenance_work_mem the sample may shrink, but not below 4 rows per list
+ * or IVFPQ_SAMPLE_ROWS_MIN rows.
+ */
+#define IVFPQ_SAMPLE_ROWS_PER_LIST		64
+#define IVFPQ_SAMPLE_ROWS_FLOOR			32768
+#define IVFPQ_SAMPLE_ROWS_DEFAULT		65536
+#define IVFPQ_SAMPLE_ROWS_PER_LIST_MIN	4
+#define IVFPQ_SAMPLE_ROWS_MIN			1024
+
+/*
+ * Training effort: k-means iterations for the coarse centroids and for each
+ * sub-quantizer, and the residual rows the PQ is trained on (recall matched
+ * FAISS's own IndexIVFPQ training at these values; more rows cost time
+ * without recall).  Fixed seeds make builds reproducible.
+ */
+#define IVFPQ_COARSE_ITERATIONS		20
+#define IVFPQ_PQ_ITERATIONS			20
+#define IVFPQ_PQ_TRAIN_ROWS			65536
+#define IVFPQ_TRAIN_SEED			1234
+#define IVFPQ_SAMPLE_SEED			0x5eed		/* reservoir sampling of rows */
+#define IVFPQ_BLOCK_SAMPLER_SEED	0x1f2e3d4c	/* choice of sampled blocks */
+
+/* List entries written between interrupt checks. */
+#define IVFPQ_WRITE_CHECK_INTERVAL	10000
+
+/* Where the fixed pages of a new index went (step 3 of a build). */
+typedef struct IvfpqFixedPages
+{
+	BlockNumber centroid_start; /* Invalid for an untrained index */
+	BlockNumber codebook_start; /* Invalid for an untrained index */
+	BlockNumber directory_start;
+} IvfpqFixedPages;
+
 typedef struct IvfpqBuildState
 {
 	Relation	heap;
 	Relation	index;
 	IndexInfo  *index_info;
-	int			dim;			/* 0 until known (untyped column) */
-	int			metric;
-	int			lists;
-	int			m;
-	int			nbits;
+	IvfpqShapeData shape;		/* shape.dim is 0 until known (untyped column) */
 	bool		trained;
+	bool		inherited;		/* centroids/codebooks copied from another index */
 	int			list_page_capacity;
 
 	/* sampling (reservoir over the rows of the sampled blocks) */
@@ -98,11 +138,7 @@ typedef struct IvfpqShared
 	Oid			index_oid;
 	bool		is_concurrent;
 	int			participants;	/* tuplesort participants, leader included */
-	int			dim;
-	int			lists;
-	int			m;
-	int			nbits;
-	int			metric;
+	IvfpqShapeData shape;
 	bool		trained;
 	int			sort_mem_per_participant;	/* kB */
 
@@ -183,19 +219,19 @@ IvfpqTakeVector(IvfpqBuildState *state, Datum value, float *dst)
 	Vector	   *v = DatumGetVector(value);
 	bool		is_zero = false;
 
-	if (state->dim == 0)
-		state->dim = v->dim;
-	if (v->dim != state->dim)
+	if (state->shape.dim == 0)
+		state->shape.dim = v->dim;
+	if (v->dim != state->shape.dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("expected %d dimensions, not %d", state->dim, v->dim),
+				 errmsg("expected %d dimensions, not %d", state->shape.dim, v->dim),
 				 errdetail("All vectors in an ivfpq index must have the same dimensions.")));
-	memcpy(dst, v->x, sizeof(float) * state->dim);
+	memcpy(dst, v->x, sizeof(float) * state->shape.dim);
 	if ((Pointer) v != DatumGetPointer(value))
 		pfree(v);
-	if (state->metric == IVFPQ_METRIC_COSINE)
+	if (state->shape.metric == IVFPQ_METRIC_COSINE)
 	{
-		IvfpqNormalize(dst, state->dim, &is_zero);
+		IvfpqNormalize(dst, state->shape.dim, &is_zero);
 		if (is_zero)
 			return false;		/* no direction: cosine distance undefined */
 	}
@@ -217,14 +253,14 @@ IvfpqSampleCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull
 		state->rows_stored_compressed++;
 	if (state->sample == NULL)
 	{
-		if (state->dim == 0)
+		if (state->shape.dim == 0)
 		{
 			old_context = MemoryContextSwitchTo(state->tmp_context);
-			state->dim = DatumGetVector(values[0])->dim;
+			state->shape.dim = DatumGetVector(values[0])->dim;
 			MemoryContextSwitchTo(old_context);
 			MemoryContextReset(state->tmp_context);
 		}
-		state->sample = (float *) palloc_extended(sizeof(float) * state->sample_target * state->dim,
+		state->sample = (float *) palloc_extended(sizeof(float) * state->sample_target * state->shape.dim,
 												  MCXT_ALLOC_HUGE);
 	}
 
@@ -239,11 +275,11 @@ IvfpqSampleCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull
 	}
 	old_context = MemoryContextSwitchTo(state->tmp_context);
 	{
-		float	   *row = (float *) palloc(sizeof(float) * state->dim);
+		float	   *row = (float *) palloc(sizeof(float) * state->shape.dim);
 
 		if (IvfpqTakeVector(state, values[0], row))
 		{
-			memcpy(state->sample + slot * state->dim, row, sizeof(float) * state->dim);
+			memcpy(state->sample + slot * state->shape.dim, row, sizeof(float) * state->shape.dim);
 			if (slot == state->sample_count)
 				state->sample_count++;
 		}
@@ -268,7 +304,7 @@ IvfpqSampleRows(IvfpqBuildState *state)
 		return 0;
 
 	/* As ANALYZE: about one block per wanted row, every block if few. */
-	BlockSampler_Init(&sampler, nblocks, (int) Min(state->sample_target, (int64) INT_MAX), 0x1f2e3d4c);
+	BlockSampler_Init(&sampler, nblocks, (int) Min(state->sample_target, (int64) INT_MAX), IVFPQ_BLOCK_SAMPLER_SEED);
 	while (BlockSampler_HasMore(&sampler))
 	{
 		BlockNumber block = BlockSampler_Next(&sampler);
@@ -288,14 +324,11 @@ IvfpqMakeTrainConfig(const IvfpqBuildState *state)
 {
 	ivfpq::core::TrainConfig config;
 
-	config.dim = (size_t) state->dim;
-	config.lists = (size_t) state->lists;
-	config.m = (size_t) state->m;
-	config.nbits = (size_t) state->nbits;
-	config.coarse_iterations = 20;
-	config.pq_iterations = 20;
-	config.max_pq_rows = 65536;
-	config.seed = 1234;
+	static_cast<ivfpq::core::QuantizerShape &>(config) = IvfpqCoreShape(&state->shape);
+	config.coarse_iterations = IVFPQ_COARSE_ITERATIONS;
+	config.pq_iterations = IVFPQ_PQ_ITERATIONS;
+	config.max_pq_rows = IVFPQ_PQ_TRAIN_ROWS;
+	config.seed = IVFPQ_TRAIN_SEED;
 	config.threads = Max(1, max_parallel_maintenance_workers + 1);
 	return config;
 }
@@ -305,8 +338,8 @@ static void
 IvfpqTrain(IvfpqBuildState *state)
 {
 	ivfpq::core::TrainConfig config = IvfpqMakeTrainConfig(state);
-	Size		centroid_count = (Size) state->lists * state->dim;
-	Size		codebook_count = (Size) state->dim << state->nbits;
+	Size		centroid_count = (Size) state->shape.lists * state->shape.dim;
+	Size		codebook_count = (Size) state->shape.dim << state->shape.nbits;
 	float	   *sample = state->sample;
 	size_t		sample_rows = (size_t) state->sample_count;
 
@@ -329,15 +362,14 @@ static void
 IvfpqFlushBatch(IvfpqBuildState *state)
 {
 	int			n = state->batch_count;
-	int			code_bytes = state->m;
+	int			code_bytes = state->shape.m;
 
 	if (n == 0)
 		return;
 	if (state->trained)
 	{
 		ivfpq::core::QuantizerView view =
-			IvfpqMakeView(state->dim, state->lists, state->m, state->nbits, state->metric,
-						  state->centroids, state->codebooks);
+			IvfpqMakeView(&state->shape, state->centroids, state->codebooks);
 		float	   *batch = state->batch;
 		int32	   *lists = state->batch_lists;
 		uint8	   *codes = state->batch_codes;
@@ -382,12 +414,12 @@ IvfpqFlushBatch(IvfpqBuildState *state)
 static void
 IvfpqAllocateBatch(IvfpqBuildState *state)
 {
-	if (state->dim > 0)
-		state->batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state->dim,
+	if (state->shape.dim > 0)
+		state->batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state->shape.dim,
 												 MCXT_ALLOC_HUGE);
 	state->batch_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * IVFPQ_ENCODE_BATCH);
 	state->batch_lists = (int32 *) palloc(sizeof(int32) * IVFPQ_ENCODE_BATCH);
-	state->batch_codes = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * Max(state->m, 1));
+	state->batch_codes = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * Max(state->shape.m, 1));
 }
 
 /* Heap scan callback of the encoding pass: buffer one row. */
@@ -402,14 +434,14 @@ IvfpqBuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	if (isnull[0])
 		return;
 	old_context = MemoryContextSwitchTo(state->tmp_context);
-	if (state->dim == 0)
-		state->dim = DatumGetVector(values[0])->dim;
+	if (state->shape.dim == 0)
+		state->shape.dim = DatumGetVector(values[0])->dim;
 	MemoryContextSwitchTo(old_context);
 	if (state->batch == NULL)
-		state->batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state->dim,
+		state->batch = (float *) palloc_extended(sizeof(float) * IVFPQ_ENCODE_BATCH * state->shape.dim,
 												 MCXT_ALLOC_HUGE);
 	old_context = MemoryContextSwitchTo(state->tmp_context);
-	keep = IvfpqTakeVector(state, values[0], state->batch + (Size) state->batch_count * state->dim);
+	keep = IvfpqTakeVector(state, values[0], state->batch + (Size) state->batch_count * state->shape.dim);
 	MemoryContextSwitchTo(old_context);
 	MemoryContextReset(state->tmp_context);
 	if (!keep)
@@ -420,22 +452,6 @@ IvfpqBuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	state->batch_tids[state->batch_count++] = *tid;
 	if (state->batch_count == IVFPQ_ENCODE_BATCH)
 		IvfpqFlushBatch(state);
-}
-
-/* Write the metapage contents (block 0 is allocated first by the caller). */
-static void
-IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqMetaPageData *meta)
-{
-	Buffer		buffer = ReadBufferExtended(index, fork, IVFPQ_METAPAGE_BLKNO, RBM_NORMAL, NULL);
-	Page		page;
-
-	LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
-	page = BufferGetPage(buffer);
-	IvfpqInitPage(page, IVFPQ_PAGE_META);
-	memcpy(IvfpqPageGetMeta(page), meta, sizeof(IvfpqMetaPageData));
-	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqMetaPageData);
-	MarkBufferDirty(buffer);
-	UnlockReleaseBuffer(buffer);
 }
 
 /* Allocate the directory pages, every list empty. */
@@ -493,7 +509,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 {
 	Relation	index = state->index;
 	int			capacity = state->list_page_capacity;
-	int			m = state->m;
+	int			m = state->shape.m;
 	IvfpqDirEntryData *entries;
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(state->sort_desc, &TTSOpsMinimalTuple);
 	Buffer		buffer = InvalidBuffer;
@@ -502,8 +518,8 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 	double		written = 0;
 
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_WRITE);
-	entries = (IvfpqDirEntryData *) palloc(sizeof(IvfpqDirEntryData) * state->lists);
-	for (int i = 0; i < state->lists; i++)
+	entries = (IvfpqDirEntryData *) palloc(sizeof(IvfpqDirEntryData) * state->shape.lists);
+	for (int i = 0; i < state->shape.lists; i++)
 	{
 		entries[i].first_block = InvalidBlockNumber;
 		entries[i].tail_block = InvalidBlockNumber;
@@ -543,7 +559,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 									  (size_t) m, (const uint8 *) data + sizeof(ItemPointerData));
 		opaque->entry_count++;
 		written++;
-		if ((int64) written % 10000 == 0)
+		if ((int64) written % IVFPQ_WRITE_CHECK_INTERVAL == 0)
 			CHECK_FOR_INTERRUPTS();
 	}
 	if (BufferIsValid(buffer))
@@ -552,7 +568,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 		UnlockReleaseBuffer(buffer);
 	}
 	ExecDropSingleTupleTableSlot(slot);
-	IvfpqWriteDirectory(index, MAIN_FORKNUM, directory_start, entries, state->lists);
+	IvfpqWriteDirectory(index, MAIN_FORKNUM, directory_start, entries, state->shape.lists);
 	pfree(entries);
 }
 
@@ -563,54 +579,100 @@ IvfpqNewBuildId(void)
 	return (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 40) ^ pg_prng_uint64(&pg_global_prng_state);
 }
 
+/* The shape of an untrained index: one list, codes of one (unused) byte. */
+static IvfpqShapeData
+IvfpqUntrainedShape(int dim, int metric)
+{
+	IvfpqShapeData shape;
+
+	shape.dim = dim;
+	shape.lists = 1;
+	shape.m = 1;
+	shape.nbits = IVFPQ_DEFAULT_NBITS;
+	shape.metric = metric;
+	return shape;
+}
+
 /*
- * Write an untrained index (metapage + one empty list) to the given fork;
- * used for empty tables and for the init fork of unlogged tables.
+ * Step 3 of every build: allocate block 0 for the metapage (written last by
+ * IvfpqWriteMeta), then the centroid and codebook pages (trained indexes
+ * only: pass NULL arrays for an untrained one) and an empty list directory.
+ * Pages are not WAL-logged here: the caller logs the whole fork at the end.
  */
 static void
-IvfpqWriteUntrained(Relation index, ForkNumber fork, int dim, int metric, int m)
+IvfpqWriteFixedPages(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
+					 const float *centroids, const float *codebooks, IvfpqFixedPages *layout)
 {
-	IvfpqMetaPageData meta;
 	Buffer		meta_buffer = IvfpqNewBuffer(index, fork);
 
+	Assert(BufferGetBlockNumber(meta_buffer) == IVFPQ_METAPAGE_BLKNO);
 	UnlockReleaseBuffer(meta_buffer);
-	MemSet(&meta, 0, sizeof(meta));
-	meta.magic = IVFPQ_MAGIC;
-	meta.version = IVFPQ_VERSION;
-	meta.dim = (uint32) dim;
-	meta.lists = 1;
-	meta.m = (uint32) m;
-	meta.nbits = IVFPQ_DEFAULT_NBITS;
-	meta.metric = (uint32) metric;
-	meta.trained = 0;
-	meta.centroid_start = InvalidBlockNumber;
-	meta.codebook_start = InvalidBlockNumber;
-	meta.directory_start = IvfpqAllocateDirectory(index, fork, 1);
-	meta.list_page_capacity = (uint32) IvfpqListPageCapacity(m);
-	meta.build_id = IvfpqNewBuildId();
-	IvfpqWriteMeta(index, fork, &meta);
+	layout->centroid_start = InvalidBlockNumber;
+	layout->codebook_start = InvalidBlockNumber;
+	if (centroids != NULL)
+	{
+		IvfpqWriteFloatPages(index, fork, centroids, (Size) shape->lists * shape->dim,
+							 &layout->centroid_start);
+		IvfpqWriteFloatPages(index, fork, codebooks, (Size) shape->dim << shape->nbits,
+							 &layout->codebook_start);
+	}
+	layout->directory_start = IvfpqAllocateDirectory(index, fork, shape->lists);
+}
+
+/*
+ * Fill and write the metapage, the one place that does: the last step of
+ * every build (ivfpqbuild, ivfpqbuildempty).  Not WAL-logged here.
+ */
+static void
+IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
+			   const IvfpqFixedPages *layout, bool trained, bool inherited,
+			   uint64 training_rows, uint64 build_rows)
+{
+	Buffer		buffer = ReadBufferExtended(index, fork, IVFPQ_METAPAGE_BLKNO, RBM_NORMAL, NULL);
+	Page		page;
+	IvfpqMetaPage meta;
+
+	LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+	page = BufferGetPage(buffer);
+	IvfpqInitPage(page, IVFPQ_PAGE_META);
+	meta = IvfpqPageGetMeta(page);
+	MemSet(meta, 0, sizeof(IvfpqMetaPageData));
+	meta->magic = IVFPQ_MAGIC;
+	meta->version = IVFPQ_VERSION;
+	meta->shape = *shape;
+	meta->trained = trained ? 1 : 0;
+	meta->inherited = inherited ? 1 : 0;
+	meta->centroid_start = layout->centroid_start;
+	meta->codebook_start = layout->codebook_start;
+	meta->directory_start = layout->directory_start;
+	meta->list_page_capacity = (uint32) IvfpqListPageCapacity(shape->m);
+	meta->training_rows = training_rows;
+	meta->build_rows = build_rows;
+	meta->build_id = IvfpqNewBuildId();
+	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqMetaPageData);
+	MarkBufferDirty(buffer);
+	UnlockReleaseBuffer(buffer);
 }
 
 /* Resolve lists / m / nbits from the options and the data; errors on bad values. */
 static void
-IvfpqResolveOptions(IvfpqBuildState *state, IvfpqOptions *options, double estimated_rows)
+IvfpqResolveOptions(IvfpqBuildState *state, const IvfpqOptions *options, double estimated_rows)
 {
-	int			dim = state->dim;
+	int			dim = state->shape.dim;
 
-	state->nbits = options ? options->nbits : IVFPQ_DEFAULT_NBITS;
-	state->lists = (options && options->lists > 0) ? options->lists : IvfpqDefaultLists(estimated_rows);
-	state->m = (options && options->m > 0) ? options->m : IvfpqDefaultM(dim);
-	if (state->m > dim)
+	state->shape.nbits = options->nbits;
+	state->shape.lists = options->lists > 0 ? options->lists : IvfpqDefaultLists(estimated_rows);
+	state->shape.m = options->m > 0 ? options->m : IvfpqDefaultM(dim);
+	if (state->shape.m > dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("m = %d is larger than the %d dimensions", state->m, dim),
+				 errmsg("m = %d is larger than the %d dimensions", state->shape.m, dim),
 				 errhint("Choose m as a divisor of %d, such as %d.", dim, IvfpqDefaultM(dim))));
-	if (dim % state->m != 0)
+	if (dim % state->shape.m != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("m = %d does not divide the %d dimensions", state->m, dim),
+				 errmsg("m = %d does not divide the %d dimensions", state->shape.m, dim),
 				 errhint("Choose m as a divisor of %d, such as %d.", dim, IvfpqDefaultM(dim))));
-	state->list_page_capacity = IvfpqListPageCapacity(state->m);
 }
 
 /* The sort descriptor: (list int4, entry bytea = heap TID + code). */
@@ -693,11 +755,7 @@ IvfpqParallelBuildMain(dsm_segment *seg, shm_toc *toc)
 	state.index = index_open(shared->index_oid, index_lock);
 	state.index_info = BuildIndexInfo(state.index);
 	state.index_info->ii_Concurrent = shared->is_concurrent;
-	state.dim = shared->dim;
-	state.lists = shared->lists;
-	state.m = shared->m;
-	state.nbits = shared->nbits;
-	state.metric = shared->metric;
+	state.shape = shared->shape;
 	state.trained = shared->trained;
 	if (state.trained)
 	{
@@ -726,8 +784,8 @@ IvfpqBeginParallel(IvfpqBuildState *state, bool is_concurrent, int requested)
 	Snapshot	snapshot;
 	Size		shared_bytes;
 	Size		sort_bytes;
-	Size		centroid_bytes = sizeof(float) * (Size) state->lists * state->dim;
-	Size		codebook_bytes = sizeof(float) * ((Size) state->dim << state->nbits);
+	Size		centroid_bytes = sizeof(float) * (Size) state->shape.lists * state->shape.dim;
+	Size		codebook_bytes = sizeof(float) * ((Size) state->shape.dim << state->shape.nbits);
 	Size		query_bytes = debug_query_string ? strlen(debug_query_string) + 1 : 0;
 	IvfpqShared *shared;
 	Sharedsort *sharedsort;
@@ -767,11 +825,7 @@ IvfpqBeginParallel(IvfpqBuildState *state, bool is_concurrent, int requested)
 	shared->index_oid = RelationGetRelid(state->index);
 	shared->is_concurrent = is_concurrent;
 	shared->participants = requested + 1;
-	shared->dim = state->dim;
-	shared->lists = state->lists;
-	shared->m = state->m;
-	shared->nbits = state->nbits;
-	shared->metric = state->metric;
+	shared->shape = state->shape;
 	shared->trained = state->trained;
 	shared->sort_mem_per_participant = Max(maintenance_work_mem / (requested + 1), 64);
 	ConditionVariableInit(&shared->workers_done_cv);
@@ -873,54 +927,41 @@ IvfpqEndParallel(IvfpqLeader *leader)
 	ExitParallelMode();
 }
 
-/* ambuild: build a trained index over the heap. */
-IndexBuildResult *
-ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
+/* The index must be on one plain column and still empty. */
+static void
+IvfpqCheckBuildable(Relation index, IndexInfo *index_info)
 {
-	IvfpqBuildState state;
-	IvfpqOptions *options = (IvfpqOptions *) index->rd_options;
-	IndexBuildResult *result;
-	IvfpqMetaPageData meta;
-	double		estimated_rows;
-	Size		budget = (Size) maintenance_work_mem * 1024;
-	Size		row_bytes;
-	int64		wanted_rows;
-	BlockNumber centroid_start = InvalidBlockNumber;
-	BlockNumber codebook_start = InvalidBlockNumber;
-	BlockNumber directory_start;
-
-	if (indexInfo->ii_IndexAttrNumbers[0] == 0)
+	if (index_info->ii_IndexAttrNumbers[0] == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("ivfpq indexes plain vector columns only, not expressions")));
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
+}
 
-	MemSet(&state, 0, sizeof(state));
-	state.heap = heap;
-	state.index = index;
-	state.index_info = indexInfo;
-	state.metric = IvfpqGetMetric(index);
-	state.dim = IvfpqDeclaredDim(index);
-	state.tmp_context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq build temporary",
-											  ALLOCSET_DEFAULT_SIZES);
-	pg_prng_seed(&state.prng, 0x5eed);
+/*
+ * How many rows to train on: the option, or IVFPQ_SAMPLE_ROWS_PER_LIST per
+ * list with a floor, cut down to what fits maintenance_work_mem next to the
+ * training's own needs.  Errors if not even the minimum fits.
+ */
+static int64
+IvfpqSampleTarget(const IvfpqBuildState *state, const IvfpqOptions *options)
+{
+	Size		budget = (Size) maintenance_work_mem * 1024;
+	Size		row_bytes = sizeof(float) * (Size) Max(state->shape.dim, 1);
+	int64		wanted_rows;
 
-	/*
-	 * How many rows to train on: the option, or ~64 per list with a floor, cut
-	 * down to what fits maintenance_work_mem next to the training's own needs.
-	 */
 	if (options && options->sample_rows > 0)
 		wanted_rows = options->sample_rows;
 	else if (options && options->lists > 0)
-		wanted_rows = Max((int64) options->lists * 64, 32768);
+		wanted_rows = Max((int64) options->lists * IVFPQ_SAMPLE_ROWS_PER_LIST, IVFPQ_SAMPLE_ROWS_FLOOR);
 	else
-		wanted_rows = 65536;
-	row_bytes = sizeof(float) * (Size) Max(state.dim, 1);
-	if (state.dim > 0 && (Size) wanted_rows * row_bytes > budget / 2)
+		wanted_rows = IVFPQ_SAMPLE_ROWS_DEFAULT;
+	if (state->shape.dim > 0 && (Size) wanted_rows * row_bytes > budget / 2)
 	{
 		int64		fit = (int64) (budget / 2 / row_bytes);
-		int64		minimum = Max((int64) ((options && options->lists > 0) ? options->lists : 1) * 4, 1024);
+		int64		lists = (options && options->lists > 0) ? options->lists : 1;
+		int64		minimum = Max(lists * IVFPQ_SAMPLE_ROWS_PER_LIST_MIN, IVFPQ_SAMPLE_ROWS_MIN);
 
 		if (fit < minimum)
 			ereport(ERROR,
@@ -930,146 +971,264 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 					 errhint("Increase maintenance_work_mem, or lower lists or sample_rows.")));
 		wanted_rows = fit;
 	}
-	state.sample_target = wanted_rows;
+	return wanted_rows;
+}
 
-	/* 1. sample */
-	estimated_rows = IvfpqSampleRows(&state);
-	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL, (int64) estimated_rows);
-
+/* NOTICEs about what the sample found: compressed vectors, an empty table. */
+static void
+IvfpqReportSample(const IvfpqBuildState *state)
+{
 	/* The rerank reads every candidate's vector: say so if that means decompressing. */
-	if (state.rows_seen > 0 && state.rows_stored_compressed * 2 > state.rows_seen)
+	if (state->rows_seen > 0 && state->rows_stored_compressed * 2 > state->rows_seen)
 		ereport(NOTICE,
 				(errmsg("most vectors of table \"%s\" are stored compressed or out of line",
-						RelationGetRelationName(heap)),
+						RelationGetRelationName(state->heap)),
 				 errdetail("Index scans re-rank candidates with their full vectors; each one must then be decompressed or fetched from TOAST, which slows queries."),
 				 errhint("For vectors of up to about 2000 dimensions, ALTER TABLE %s SET (toast_tuple_target = 8160) stores rows written afterwards inline and uncompressed.",
-						 RelationGetRelationName(heap))));
-
-	if (state.sample_count == 0)
-	{
-		/* Nothing to learn dimensions or centroids from. */
+						 RelationGetRelationName(state->heap))));
+	if (state->sample_count == 0)
 		ereport(NOTICE,
 				(errmsg("ivfpq index \"%s\" created on an empty table: it is untrained",
-						RelationGetRelationName(index)),
+						RelationGetRelationName(state->index)),
 				 errdetail("Rows added later are indexed, but searched by exact distance until the index is trained."),
-				 errhint("Run REINDEX INDEX %s after loading data.", RelationGetRelationName(index))));
-	}
-	if (state.dim > IVFPQ_VECTOR_MAX_DIM)
-		elog(ERROR, "vector dimensions %d out of range", state.dim);
+				 errhint("Run REINDEX INDEX %s after loading data, or create it WITH (codebooks_from = ...) naming a trained ivfpq index.",
+						 RelationGetRelationName(state->index))));
+}
 
-	if (state.dim > 0)
-		IvfpqResolveOptions(&state, options, estimated_rows);
-	else
-	{
-		state.lists = 1;
-		state.m = 1;
-		state.nbits = IVFPQ_DEFAULT_NBITS;
-		state.list_page_capacity = IvfpqListPageCapacity(1);
-	}
-	state.trained = state.sample_count > 0;
-	if (!state.trained)
-		state.lists = 1;
+/*
+ * Train on the sample (memory budget checked first), then free the sample.
+ * A sample smaller than the lists or a codebook still trains, with a NOTICE.
+ */
+static void
+IvfpqTrainChecked(IvfpqBuildState *state)
+{
+	ivfpq::core::TrainConfig config = IvfpqMakeTrainConfig(state);
+	Size		budget = (Size) maintenance_work_mem * 1024;
+	Size		needed;
+	size_t		sample_rows = (size_t) state->sample_count;
+	size_t		bytes = 0;
 
-	/* 2. train */
-	if (state.trained)
-	{
-		ivfpq::core::TrainConfig config = IvfpqMakeTrainConfig(&state);
-		Size		needed;
+	if (state->sample_count < state->shape.lists || state->sample_count < (1 << state->shape.nbits))
+		ereport(NOTICE,
+				(errmsg("ivfpq index \"%s\" trained on only %lld rows for %d lists",
+						RelationGetRelationName(state->index), (long long) state->sample_count,
+						state->shape.lists),
+				 errdetail("Search quality will be poor until the index is rebuilt on more data."),
+				 errhint("Create the index after loading data, or lower lists.")));
+	IvfpqCallCore("ivfpq training", [&]() {
+		bytes = ivfpq::core::TrainingMemoryBytes(config, sample_rows);
+	});
+	needed = bytes + (Size) state->sample_count * sizeof(float) * state->shape.dim;
+	if (needed > budget)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("memory required to train the index is %zu MB, maintenance_work_mem is %d MB",
+						needed / (1024 * 1024) + 1, maintenance_work_mem / 1024),
+				 errhint("Increase maintenance_work_mem, or lower lists or sample_rows.")));
+	IvfpqTrain(state);
+	pfree(state->sample);
+	state->sample = NULL;
+}
 
-		if (state.sample_count < state.lists || state.sample_count < (1 << state.nbits))
-			ereport(NOTICE,
-					(errmsg("ivfpq index \"%s\" trained on only %lld rows for %d lists",
-							RelationGetRelationName(index), (long long) state.sample_count, state.lists),
-					 errdetail("Search quality will be poor until the index is rebuilt on more data."),
-					 errhint("Create the index after loading data, or lower lists.")));
-		{
-			size_t		sample_rows = (size_t) state.sample_count;
-			size_t		bytes = 0;
+/* Steps 1 and 2 of a build that trains: sample, resolve the shape, train. */
+static void
+IvfpqSampleAndTrain(IvfpqBuildState *state, const IvfpqOptions *options)
+{
+	double		estimated_rows;
 
-			IvfpqCallCore("ivfpq training", [&]() {
-				bytes = ivfpq::core::TrainingMemoryBytes(config, sample_rows);
-			});
-			needed = bytes + (Size) state.sample_count * row_bytes;
-		}
-		if (needed > budget)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("memory required to train the index is %zu MB, maintenance_work_mem is %d MB",
-							needed / (1024 * 1024) + 1, maintenance_work_mem / 1024),
-					 errhint("Increase maintenance_work_mem, or lower lists or sample_rows.")));
-		IvfpqTrain(&state);
-		pfree(state.sample);
-		state.sample = NULL;
-	}
+	state->sample_target = IvfpqSampleTarget(state, options);
+	estimated_rows = IvfpqSampleRows(state);
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL, (int64) estimated_rows);
+	IvfpqReportSample(state);
+	if (state->shape.dim > IVFPQ_VECTOR_MAX_DIM)
+		elog(ERROR, "vector dimensions %d out of range", state->shape.dim);
 
-	/* 3. allocate fixed pages: metapage, centroids, codebooks, directory */
-	{
-		Buffer		meta_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+	state->trained = state->sample_count > 0;
+	if (state->shape.dim > 0)
+		IvfpqResolveOptions(state, options, estimated_rows);	/* validates m even when untrained */
+	if (!state->trained)
+		state->shape = IvfpqUntrainedShape(state->shape.dim, state->shape.metric);
+	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m);
+	if (state->trained)
+		IvfpqTrainChecked(state);
+}
 
-		Assert(BufferGetBlockNumber(meta_buffer) == IVFPQ_METAPAGE_BLKNO);
-		UnlockReleaseBuffer(meta_buffer);
-	}
-	if (state.trained)
-	{
-		IvfpqWriteFloatPages(index, MAIN_FORKNUM, state.centroids,
-							 (Size) state.lists * state.dim, &centroid_start);
-		IvfpqWriteFloatPages(index, MAIN_FORKNUM, state.codebooks,
-							 (Size) state.dim << state.nbits, &codebook_start);
-	}
-	directory_start = IvfpqAllocateDirectory(index, MAIN_FORKNUM, state.lists);
+/*
+ * Steps 1 and 2 of a build WITH (codebooks_from = 'index'): copy the
+ * centroids and codebooks of that trained ivfpq index instead of training.
+ * Dimensions, metric and any lists/m given must match it.  The source stays
+ * locked (AccessShareLock) until the end of the transaction.
+ */
+static void
+IvfpqInheritQuantizer(IvfpqBuildState *state, const IvfpqOptions *options, const char *source_name)
+{
+	RangeVar   *source_rv = makeRangeVarFromNameList(stringToQualifiedNameList(source_name));
+	Oid			source_oid = RangeVarGetRelid(source_rv, AccessShareLock, true);
+	Relation	source;
+	IvfpqMetaPageData meta;
+	const char *index_name = RelationGetRelationName(state->index);
+	Size		centroid_count;
+	Size		codebook_count;
 
-	/* 4. assign + encode every row into a sort by list */
+	if (!OidIsValid(source_oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("index \"%s\" named by codebooks_from does not exist", source_name)));
+	if (source_oid == RelationGetRelid(state->index))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("index \"%s\" cannot take its codebooks from itself", index_name),
+				 errhint("ALTER INDEX %s RESET (codebooks_from) to train it on its own rows.", index_name)));
+	source = relation_open(source_oid, AccessShareLock);
+	if (source->rd_rel->relkind != RELKIND_INDEX || source->rd_indam == NULL ||
+		source->rd_indam->ambuild != ivfpqbuild)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" named by codebooks_from is not an ivfpq index", source_name)));
+	IvfpqReadMeta(source, &meta);
+	if (!meta.trained)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ivfpq index \"%s\" named by codebooks_from is not trained", source_name),
+				 errhint("REINDEX it once its table has rows.")));
+	if (meta.shape.metric != state->shape.metric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("index \"%s\" uses metric %s, index \"%s\" uses %s",
+						source_name, IvfpqMetricName(meta.shape.metric),
+						index_name, IvfpqMetricName(state->shape.metric)),
+				 errhint("Both indexes must use the same operator class.")));
+	if (state->shape.dim > 0 && meta.shape.dim != state->shape.dim)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("index \"%s\" has %d dimensions, column of index \"%s\" has %d",
+						source_name, meta.shape.dim, index_name, state->shape.dim)));
+	if (options->m > 0 && options->m != meta.shape.m)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("m = %d does not match m = %d of index \"%s\"", options->m, meta.shape.m, source_name),
+				 errhint("Omit m with codebooks_from: the codebooks decide it.")));
+	if (options->lists > 0 && options->lists != meta.shape.lists)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lists = %d does not match lists = %d of index \"%s\"",
+						options->lists, meta.shape.lists, source_name),
+				 errhint("Omit lists with codebooks_from: the centroids decide it.")));
+
+	state->shape = meta.shape;
+	state->trained = true;
+	state->inherited = true;
+	state->sample_count = (int64) meta.training_rows;
+	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m);
+	centroid_count = (Size) meta.shape.lists * meta.shape.dim;
+	codebook_count = (Size) meta.shape.dim << meta.shape.nbits;
+	state->centroids = (float *) palloc_extended(sizeof(float) * centroid_count, MCXT_ALLOC_HUGE);
+	state->codebooks = (float *) palloc_extended(sizeof(float) * codebook_count, MCXT_ALLOC_HUGE);
+	IvfpqReadFloatPages(source, meta.centroid_start, state->centroids, centroid_count);
+	IvfpqReadFloatPages(source, meta.codebook_start, state->codebooks, codebook_count);
+	relation_close(source, NoLock);
+}
+
+/*
+ * Step 4: assign and encode every row into a sort by list, in parallel when
+ * Postgres grants workers.
+ */
+static void
+IvfpqEncodeAll(IvfpqBuildState *state)
+{
+	Relation	heap = state->heap;
+
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_ENCODE);
-	IvfpqAllocateBatch(&state);
-	if (state.dim > 0 && RelationGetNumberOfBlocks(heap) > 0)
+	IvfpqAllocateBatch(state);
+	if (state->shape.dim > 0 && RelationGetNumberOfBlocks(heap) > 0)
 	{
-		int			workers = plan_create_index_workers(RelationGetRelid(heap), RelationGetRelid(index));
+		int			workers = plan_create_index_workers(RelationGetRelid(heap),
+														RelationGetRelid(state->index));
 
 		if (workers > 0)
-			IvfpqBeginParallel(&state, indexInfo->ii_Concurrent, workers);
+			IvfpqBeginParallel(state, state->index_info->ii_Concurrent, workers);
 	}
-	if (state.leader != NULL)
-		IvfpqParallelEncode(&state);
+	if (state->leader != NULL)
+		IvfpqParallelEncode(state);
 	else
 	{
-		state.sort_desc = IvfpqSortDesc();
-		state.sort = IvfpqBeginSort(state.sort_desc, maintenance_work_mem, NULL);
-		state.sort_slot = MakeSingleTupleTableSlot(state.sort_desc, &TTSOpsVirtual);
+		state->sort_desc = IvfpqSortDesc();
+		state->sort = IvfpqBeginSort(state->sort_desc, maintenance_work_mem, NULL);
+		state->sort_slot = MakeSingleTupleTableSlot(state->sort_desc, &TTSOpsVirtual);
 		if (RelationGetNumberOfBlocks(heap) > 0)
 		{
-			table_index_build_scan(heap, index, indexInfo, true, true, IvfpqBuildCallback, &state, NULL);
-			IvfpqFlushBatch(&state);
+			table_index_build_scan(heap, state->index, state->index_info, true, true,
+								   IvfpqBuildCallback, state, NULL);
+			IvfpqFlushBatch(state);
 		}
 	}
+}
 
-	/* 5. sort (merge the participants' runs when parallel) and write the lists */
+/* Step 5: sort (merging the participants' runs when parallel), write the lists. */
+static void
+IvfpqSortAndWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
+{
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_SORT);
-	tuplesort_performsort(state.sort);
-	IvfpqWriteLists(&state, directory_start);
-	tuplesort_end(state.sort);
-	ExecDropSingleTupleTableSlot(state.sort_slot);
-	if (state.leader != NULL)
-		IvfpqEndParallel(state.leader);
+	tuplesort_performsort(state->sort);
+	IvfpqWriteLists(state, directory_start);
+	tuplesort_end(state->sort);
+	ExecDropSingleTupleTableSlot(state->sort_slot);
+	if (state->leader != NULL)
+		IvfpqEndParallel(state->leader);
+}
+
+/*
+ * ambuild: sample and train (or inherit the quantizer of another index),
+ * write the fixed pages, encode every row, write the lists, and write the
+ * metapage last; then WAL-log the whole relation at once.
+ */
+IndexBuildResult *
+ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
+{
+	IvfpqBuildState state;
+	IvfpqOptions *options = (IvfpqOptions *) index->rd_options;
+	IvfpqOptions no_options;
+	const char *source_name;
+	IvfpqFixedPages layout;
+	IndexBuildResult *result;
+
+	IvfpqCheckBuildable(index, indexInfo);
+	if (options == NULL)
+	{
+		MemSet(&no_options, 0, sizeof(no_options));
+		no_options.nbits = IVFPQ_DEFAULT_NBITS;
+		options = &no_options;
+	}
+
+	MemSet(&state, 0, sizeof(state));
+	state.heap = heap;
+	state.index = index;
+	state.index_info = indexInfo;
+	state.shape.metric = IvfpqGetMetric(index);
+	state.shape.dim = IvfpqDeclaredDim(index);
+	state.tmp_context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq build temporary",
+											  ALLOCSET_DEFAULT_SIZES);
+	pg_prng_seed(&state.prng, IVFPQ_SAMPLE_SEED);
+
+	/* 1-2. sample and train, or inherit */
+	source_name = IvfpqOptionsCodebooksFrom(options);
+	if (source_name != NULL)
+		IvfpqInheritQuantizer(&state, options, source_name);
+	else
+		IvfpqSampleAndTrain(&state, options);
+
+	/* 3. fixed pages: metapage (filled last), centroids, codebooks, directory */
+	IvfpqWriteFixedPages(index, MAIN_FORKNUM, &state.shape,
+						 state.trained ? state.centroids : NULL,
+						 state.trained ? state.codebooks : NULL, &layout);
+
+	/* 4-5. encode every row, sort by list, write the lists */
+	IvfpqEncodeAll(&state);
+	IvfpqSortAndWriteLists(&state, layout.directory_start);
 
 	/* 6. metapage last: the index is complete once it says so */
-	MemSet(&meta, 0, sizeof(meta));
-	meta.magic = IVFPQ_MAGIC;
-	meta.version = IVFPQ_VERSION;
-	meta.dim = (uint32) state.dim;
-	meta.lists = (uint32) state.lists;
-	meta.m = (uint32) state.m;
-	meta.nbits = (uint32) state.nbits;
-	meta.metric = (uint32) state.metric;
-	meta.trained = state.trained ? 1 : 0;
-	meta.centroid_start = centroid_start;
-	meta.codebook_start = codebook_start;
-	meta.directory_start = directory_start;
-	meta.list_page_capacity = (uint32) state.list_page_capacity;
-	meta.training_rows = (uint64) state.sample_count;
-	meta.build_rows = (uint64) state.indexed_rows;
-	meta.build_id = IvfpqNewBuildId();
-	IvfpqWriteMeta(index, MAIN_FORKNUM, &meta);
-
+	IvfpqWriteMeta(index, MAIN_FORKNUM, &state.shape, &layout, state.trained, state.inherited,
+				   (uint64) state.sample_count, (uint64) state.indexed_rows);
 	if (RelationNeedsWAL(index))
 		log_newpage_range(index, MAIN_FORKNUM, 0, RelationGetNumberOfBlocks(index), true);
 
@@ -1089,8 +1248,10 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 void
 ivfpqbuildempty(Relation index)
 {
-	int			dim = IvfpqDeclaredDim(index);
+	IvfpqShapeData shape = IvfpqUntrainedShape(IvfpqDeclaredDim(index), IvfpqGetMetric(index));
+	IvfpqFixedPages layout;
 
-	IvfpqWriteUntrained(index, INIT_FORKNUM, dim, IvfpqGetMetric(index), 1);
+	IvfpqWriteFixedPages(index, INIT_FORKNUM, &shape, NULL, NULL, &layout);
+	IvfpqWriteMeta(index, INIT_FORKNUM, &shape, &layout, false, false, 0, 0);
 	log_newpage_range(index, INIT_FORKNUM, 0, smgrnblocks(RelationGetSmgr(index), INIT_FORKNUM), true);
 }

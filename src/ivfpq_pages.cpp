@@ -148,7 +148,7 @@ IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values, Size 
 }
 
 /* Read count floats from consecutive pages starting at first_block. */
-static void
+void
 IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size count)
 {
 	Size		done = 0;
@@ -371,16 +371,16 @@ IvfpqGetQuantizer(Relation index, bool pin)
 		q->index_oid = RelationGetRelid(index);
 		q->relfilenode = index->rd_node.relNode;
 		q->build_id = meta.build_id;
-		q->dim = (int) meta.dim;
-		q->lists = (int) meta.lists;
-		q->m = (int) meta.m;
-		q->nbits = (int) meta.nbits;
-		q->metric = (int) meta.metric;
+		q->dim = (int) meta.shape.dim;
+		q->lists = (int) meta.shape.lists;
+		q->m = (int) meta.shape.m;
+		q->nbits = (int) meta.shape.nbits;
+		q->metric = (int) meta.shape.metric;
 		q->trained = meta.trained != 0;
 		q->list_page_capacity = (int) meta.list_page_capacity;
 		q->directory_start = meta.directory_start;
-		centroid_count = (Size) meta.lists * meta.dim;
-		codebook_count = (Size) meta.dim << meta.nbits;
+		centroid_count = (Size) meta.shape.lists * meta.shape.dim;
+		codebook_count = (Size) meta.shape.dim << meta.shape.nbits;
 		q->centroids = (float *) palloc_extended(sizeof(float) * Max(centroid_count, 1), MCXT_ALLOC_HUGE);
 		q->codebooks = (float *) palloc_extended(sizeof(float) * Max(codebook_count, 1), MCXT_ALLOC_HUGE);
 		MemoryContextSwitchTo(old_context);

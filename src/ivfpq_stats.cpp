@@ -19,8 +19,6 @@ extern "C"
 PG_FUNCTION_INFO_V1(ivfpq_index_stats);
 }
 
-static const char *const metric_names[] = {"l2", "inner_product", "cosine"};
-
 /* ivfpq_index_stats(index regclass) returns record. */
 extern "C" Datum
 ivfpq_index_stats(PG_FUNCTION_ARGS)
@@ -47,31 +45,31 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 
 	IvfpqReadMeta(index, &meta);
 	pages = RelationGetNumberOfBlocks(index);
-	sizes = (int64 *) palloc0(sizeof(int64) * Max(meta.lists, 1));
-	for (uint32 list = 0; list < meta.lists; list++)
+	sizes = (int64 *) palloc0(sizeof(int64) * Max(meta.shape.lists, 1));
+	for (int list = 0; list < meta.shape.lists; list++)
 	{
 		sizes[list] = IvfpqCountListEntries(index, meta.directory_start, (int) list, NULL);
 		rows += sizes[list];
 	}
 	relation_close(index, AccessShareLock);
 
-	std::sort(sizes, sizes + meta.lists);
+	std::sort(sizes, sizes + meta.shape.lists);
 	MemSet(nulls, 0, sizeof(nulls));
-	values[0] = Int32GetDatum((int32) meta.lists);
+	values[0] = Int32GetDatum((int32) meta.shape.lists);
 	values[1] = Int64GetDatum(rows);
 	values[2] = Int64GetDatum((int64) pages);
 	if (rows > 0)
 		values[3] = Float8GetDatum((double) pages * BLCKSZ / rows);
 	else
 		nulls[3] = true;
-	values[4] = Int64GetDatum(meta.lists > 0 ? sizes[0] : 0);
-	values[5] = Int64GetDatum(meta.lists > 0 ? sizes[meta.lists / 2] : 0);
-	values[6] = Int64GetDatum(meta.lists > 0 ? sizes[meta.lists - 1] : 0);
+	values[4] = Int64GetDatum(meta.shape.lists > 0 ? sizes[0] : 0);
+	values[5] = Int64GetDatum(meta.shape.lists > 0 ? sizes[meta.shape.lists / 2] : 0);
+	values[6] = Int64GetDatum(meta.shape.lists > 0 ? sizes[meta.shape.lists - 1] : 0);
 	values[7] = Int64GetDatum((int64) meta.training_rows);
-	values[8] = Int32GetDatum((int32) meta.dim);
-	values[9] = Int32GetDatum((int32) meta.m);
-	values[10] = Int32GetDatum((int32) meta.nbits);
-	values[11] = CStringGetTextDatum(metric_names[Min(meta.metric, 2u)]);
+	values[8] = Int32GetDatum((int32) meta.shape.dim);
+	values[9] = Int32GetDatum((int32) meta.shape.m);
+	values[10] = Int32GetDatum((int32) meta.shape.nbits);
+	values[11] = CStringGetTextDatum(IvfpqMetricName(meta.shape.metric));
 	values[12] = BoolGetDatum(meta.trained != 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -88,7 +88,7 @@ ivfpqbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
 
 	IvfpqReadMeta(index, &meta);
-	for (uint32 list = 0; list < meta.lists; list++)
+	for (int list = 0; list < meta.shape.lists; list++)
 	{
 		IvfpqDirEntryData entry;
 		BlockNumber block;
@@ -102,7 +102,7 @@ ivfpqbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 			buffer = ReadBufferExtended(index, MAIN_FORKNUM, block, RBM_NORMAL, info->strategy);
 			LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
 			stats->tuples_removed += IvfpqVacuumPage(index, buffer, (int) meta.list_page_capacity,
-													 (int) meta.m, callback, callback_state, &live);
+													 (int) meta.shape.m, callback, callback_state, &live);
 			block = IvfpqPageGetOpaque(BufferGetPage(buffer))->next_block;
 			UnlockReleaseBuffer(buffer);
 		}
@@ -120,7 +120,7 @@ IvfpqCountEntries(Relation index, BufferAccessStrategy strategy)
 	double		count = 0;
 
 	IvfpqReadMeta(index, &meta);
-	for (uint32 list = 0; list < meta.lists; list++)
+	for (int list = 0; list < meta.shape.lists; list++)
 	{
 		count += IvfpqCountListEntries(index, meta.directory_start, (int) list, strategy);
 		vacuum_delay_point();

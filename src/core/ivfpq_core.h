@@ -104,18 +104,28 @@ enum class Metric : int
 };
 
 /*
+ * The shape of a quantizer: dimensions, lists, sub-quantizers (bytes per
+ * code), bits per sub-quantizer code, metric.  Defined once here; a trained
+ * quantizer (QuantizerView) and a training run (TrainConfig) are a shape plus
+ * their own fields.  The glue stores the same five values on the metapage.
+ */
+struct QuantizerShape
+{
+	size_t		dim;
+	size_t		lists;
+	size_t		m;
+	size_t		nbits;				/* only 8 is supported for now */
+	Metric		metric;
+};
+
+/*
  * A trained quantizer, as a view over arrays owned by the caller (the glue
  * keeps them in a Postgres memory context).
  *	centroids:	lists x dim
  *	codebooks:	m x ksub x dsub, dsub = dim / m, ksub = 1 << nbits
  */
-struct QuantizerView
+struct QuantizerView : QuantizerShape
 {
-	size_t		dim;
-	size_t		lists;
-	size_t		m;
-	size_t		nbits;
-	Metric		metric;
 	const float *centroids;
 	const float *codebooks;
 };
@@ -132,12 +142,9 @@ CodebookSize(const QuantizerView &q)
 	return size_t(1) << q.nbits;
 }
 
-struct TrainConfig
+/* A training run: the shape to train (metric is not used: training is L2). */
+struct TrainConfig : QuantizerShape
 {
-	size_t		dim;
-	size_t		lists;
-	size_t		m;
-	size_t		nbits;				/* only 8 is supported for now */
 	int			coarse_iterations;	/* k-means iterations for centroids */
 	int			pq_iterations;		/* k-means iterations per sub-quantizer */
 	size_t		max_pq_rows;		/* residual rows used to train the PQ; 0 = all */

@@ -270,7 +270,7 @@ TrainProductQuantizer(const TrainConfig &config, const float *sample, size_t n,
 	std::mt19937_64 rng(MixSeed(config.seed, 0));
 	std::vector<size_t> rows = SampleIndexes(n, pq_rows, rng);
 	std::vector<int32_t> lists(pq_rows);
-	QuantizerView view{dim, config.lists, config.m, config.nbits, Metric::L2,
+	QuantizerView view{{dim, config.lists, config.m, config.nbits, Metric::L2},
 					   centroids, codebooks_out};
 
 	/* Lists of the PQ training rows (copied in chunks: they are scattered). */

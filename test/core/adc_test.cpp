@@ -161,7 +161,7 @@ TEST_P(AdcKernels, AdcApproximatesTrueDistance)
 	auto		data = ClusteredData(n + 20, dim, 8, 3);
 	std::vector<float> centroids(lists * dim);
 	std::vector<float> codebooks(m * kKsub * dsub);
-	TrainConfig config{dim, lists, m, 8, 10, 10, 20000, 42, 0};
+	TrainConfig config{{dim, lists, m, 8, Metric::L2}, 10, 10, 20000, 42, 0};
 
 	Train(config, data.data(), n, centroids.data(), codebooks.data());
 
@@ -170,7 +170,7 @@ TEST_P(AdcKernels, AdcApproximatesTrueDistance)
 
 	for (Metric metric : {Metric::L2, Metric::InnerProduct})
 	{
-		QuantizerView q{dim, lists, m, 8, metric, centroids.data(), codebooks.data()};
+		QuantizerView q{{dim, lists, m, 8, metric}, centroids.data(), codebooks.data()};
 		std::vector<double> relative_errors;
 
 		AssignLists(q, data.data(), n, assigned.data());

@@ -32,11 +32,11 @@ TEST_P(TermTables, MatchExactTablesWithinQuantization)
 		for (size_t d = 0; d < dim; d++)
 			data[i * dim + d] = normal(rng) + float(i % lists) * 3.0f;
 
-	TrainConfig config{dim, lists, m, 8, 10, 8, 3000, 7, 1};
+	TrainConfig config{{dim, lists, m, 8, Metric::L2}, 10, 8, 3000, 7, 1};
 	std::vector<float> centroids(lists * dim), codebooks(dim * 256);
 
 	Train(config, data.data(), n, centroids.data(), codebooks.data());
-	QuantizerView q{dim, lists, m, 8, Metric::L2, centroids.data(), codebooks.data()};
+	QuantizerView q{{dim, lists, m, 8, Metric::L2}, centroids.data(), codebooks.data()};
 	std::vector<float> prepared(PreparedQuantizerFloats(q));
 
 	PrepareQuantizer(q, prepared.data());
@@ -84,7 +84,7 @@ TEST_P(TermTables, MatchExactTablesWithinQuantization)
 TEST(TermTablesErrors, InnerProductRejected)
 {
 	std::vector<float> centroids(4, 0.0f), codebooks(4 * 256, 0.0f), prepared(8 * 256);
-	QuantizerView q{4, 1, 2, 8, Metric::InnerProduct, centroids.data(), codebooks.data()};
+	QuantizerView q{{4, 1, 2, 8, Metric::InnerProduct}, centroids.data(), codebooks.data()};
 	std::vector<uint8_t> out(TermTableBytes(q));
 	std::vector<float> mean(4, 0.0f);
 
