@@ -5,7 +5,7 @@
 # core is also built on its own by CMakeLists.txt for the unit tests.
 
 EXTENSION  = ivfpq
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 MODULE_big = ivfpq
 GLUE_SRCS  = $(sort $(wildcard src/*.cpp))
@@ -15,7 +15,16 @@ OBJS       = $(GLUE_SRCS:.cpp=.o) $(CORE_SRCS:.cpp=.o)
 # The install script is assembled from ordered parts so that each area of the
 # SQL surface (type, operators, access method, functions) lives in its own file.
 SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+
+# The SQL surface is a contract: each version ships an upgrade script from the
+# one before, sql/upgrade/ivfpq--A--B.sql.in, whose "--@include FILE" lines
+# pull in the install parts that define new objects.  The 0.1 install script
+# is kept as released (sql/upgrade/ivfpq--0.1.sql), so the upgrade test can
+# create 0.1 and update it through every step to the current version.
+UPGRADE_SRCS  = $(sort $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql.in))
+UPGRADE_BUILT = $(patsubst sql/upgrade/%.sql.in,sql/%.sql,$(UPGRADE_SRCS))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_BUILT)
+DATA       = sql/upgrade/$(EXTENSION)--0.1.sql
 
 # pg_regress: every sql/<name>.sql except the generated install script.
 REGRESS      = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
@@ -36,8 +45,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): $(SQL_PARTS)
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
+
+sql/$(EXTENSION)--%.sql: sql/upgrade/$(EXTENSION)--%.sql.in $(SQL_PARTS)
+	awk '/^--@include / { while ((getline line < $$2) > 0) print line; close($$2); next } { print }' $< > $@
 
 # Every object depends on the core API headers.
 $(OBJS): $(wildcard src/*.h) $(wildcard src/core/*.h)

@@ -23,7 +23,7 @@ extern "C"
 
 #include "ivfpq_core.h"
 
-/* ---------- GUCs (ivfpq.c) ---------- */
+/* ---------- GUCs (ivfpq.cpp) ---------- */
 extern int	ivfpq_probes;
 extern int	ivfpq_rerank;
 extern int	ivfpq_max_probes;
@@ -49,12 +49,17 @@ IvfpqCoreThunk(void *arg)
 /*
  * Call into the core: fn runs inside InvokeGuarded (which catches every C++
  * exception); a failure is raised as ereport(ERROR) only after all C++ frames
- * have returned.  fn must not call Postgres.
+ * have returned.  fn must not call Postgres.  fn itself lives in the caller's
+ * frame, which an ereport may longjmp out of, so it must have nothing to
+ * destroy: lambdas that capture plain data (by reference or by value) do.
  */
 template <typename Fn>
 static inline void
 IvfpqCallCore(const char *what, Fn &&fn)
 {
+	static_assert(std::is_trivially_destructible_v<std::remove_reference_t<Fn>>,
+				  "IvfpqCallCore: the callable must be trivially destructible, "
+				  "an ereport longjmp would skip its destructor");
 	ivfpq::core::Failure failure;
 
 	if (!ivfpq::core::InvokeGuarded(&IvfpqCoreThunk<std::remove_reference_t<Fn>>,

@@ -9,8 +9,13 @@
 
 extern "C"
 {
+#include "access/amvalidate.h"
+#include "access/htup_details.h"
 #include "access/relscan.h"
+#include "catalog/pg_amop.h"
+#include "catalog/pg_amproc.h"
 #include "catalog/pg_opclass.h"
+#include "catalog/pg_type.h"
 #include "commands/vacuum.h"
 #include "commands/progress.h"
 #include "optimizer/optimizer.h"
@@ -18,6 +23,7 @@ extern "C"
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/selfuncs.h"
+#include "utils/spccache.h"
 #include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(ivfpqhandler);
@@ -155,9 +161,24 @@ IvfpqView(const IvfpqQuantizer *q)
 }
 
 /*
+ * Dimensions whose distance costs about one cpu_operator_cost: the kernels
+ * compare 8 floats per SIMD instruction, and an operator call of the
+ * executor costs about as much as 64 of those lanes.
+ */
+#define IVFPQ_DIMS_PER_OPERATOR 64
+
+/*
  * Cost: all work (centroid distances, probed lists, rerank fetches) happens
  * before the first row, so it is all startup cost.  Without an ORDER BY
  * distance the index is useless: return a prohibitive cost.
+ *
+ * The numbers: genericcostestimate charges for the index pages and entries
+ * of the probed fraction (ivfpq.probes / lists) of the index.  On top of it:
+ * one distance to every centroid, and for each of the ivfpq.rerank best
+ * candidates a heap fetch plus an exact distance.  Those fetches go to
+ * scattered heap pages (the candidates are sorted by block, but a hundred
+ * candidates among millions of rows rarely share a page), so each is a
+ * random page read of the table's tablespace, not a sequential one.
  */
 static void
 ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
@@ -170,6 +191,8 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	IvfpqMetaPageData meta;
 	double		ratio;
 	double		tuples = path->indexinfo->tuples;
+	double		heap_random_page_cost;
+	double		distance_cost;
 
 	if (path->indexorderbys == NIL)
 	{
@@ -193,9 +216,10 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	costs.numIndexTuples = tuples * ratio;
 	genericcostestimate(root, path, loop_count, &costs);
 
-	/* Distances to every centroid, and the rerank's heap reads. */
-	costs.indexTotalCost += meta.shape.lists * cpu_operator_cost * Max(1, (int) meta.shape.dim / 64);
-	costs.indexTotalCost += Min(ivfpq_rerank, tuples) * (seq_page_cost + cpu_operator_cost);
+	distance_cost = cpu_operator_cost * Max(1, meta.shape.dim / IVFPQ_DIMS_PER_OPERATOR);
+	get_tablespace_page_costs(path->indexinfo->rel->reltablespace, &heap_random_page_cost, NULL);
+	costs.indexTotalCost += meta.shape.lists * distance_cost;
+	costs.indexTotalCost += Min(ivfpq_rerank, tuples) * (heap_random_page_cost + distance_cost);
 
 	*indexStartupCost = costs.indexTotalCost;
 	*indexTotalCost = costs.indexTotalCost;
@@ -204,11 +228,104 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	*indexPages = costs.numIndexPages;
 }
 
-/* Opclass validation: we accept any opclass that has both support functions. */
+/*
+ * amvalidate: an ivfpq opclass has one ORDER BY operator (strategy 1,
+ * vector x vector -> float8, sorted by a btree family that can sort float8)
+ * and support function 2, the metric tag (internal -> int4).  Support
+ * function 1 (an exact distance) was required by version 0.1 and never
+ * called; opclasses created then still carry it, so it is accepted when its
+ * signature is right, and not required.  Problems are reported as INFO, as
+ * the built-in access methods do.
+ */
 static bool
 ivfpqvalidate(Oid opclassoid)
 {
-	return true;
+	bool		result = true;
+	HeapTuple	classtup;
+	Form_pg_opclass classform;
+	Oid			opfamilyoid;
+	Oid			opcintype;
+	char	   *opclassname;
+	CatCList   *proclist;
+	CatCList   *oprlist;
+	bool		has_metric = false;
+	bool		has_order_by = false;
+
+	classtup = SearchSysCache1(CLAOID, ObjectIdGetDatum(opclassoid));
+	if (!HeapTupleIsValid(classtup))
+		elog(ERROR, "cache lookup failed for operator class %u", opclassoid);
+	classform = (Form_pg_opclass) GETSTRUCT(classtup);
+	opfamilyoid = classform->opcfamily;
+	opcintype = classform->opcintype;
+	opclassname = NameStr(classform->opcname);
+
+	proclist = SearchSysCacheList1(AMPROCNUM, ObjectIdGetDatum(opfamilyoid));
+	for (int i = 0; i < proclist->n_members; i++)
+	{
+		Form_pg_amproc proc = (Form_pg_amproc) GETSTRUCT(&proclist->members[i]->tuple);
+		bool		ok;
+
+		if (proc->amproclefttype != opcintype || proc->amprocrighttype != opcintype)
+			continue;			/* another opclass of the family */
+		if (proc->amprocnum == IVFPQ_METRIC_PROC)
+		{
+			ok = check_amproc_signature(proc->amproc, INT4OID, true, 1, 1, INTERNALOID);
+			has_metric = true;
+		}
+		else if (proc->amprocnum == IVFPQ_RETIRED_DISTANCE_PROC)
+			ok = check_amproc_signature(proc->amproc, FLOAT8OID, true, 2, 2, opcintype, opcintype);
+		else
+		{
+			ereport(INFO,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("ivfpq operator class \"%s\" contains function %s with invalid support number %d",
+							opclassname, format_procedure(proc->amproc), proc->amprocnum)));
+			result = false;
+			continue;
+		}
+		if (!ok)
+		{
+			ereport(INFO,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("ivfpq operator class \"%s\" contains function %s with wrong signature for support number %d",
+							opclassname, format_procedure(proc->amproc), proc->amprocnum)));
+			result = false;
+		}
+	}
+	ReleaseSysCacheList(proclist);
+
+	oprlist = SearchSysCacheList1(AMOPSTRATEGY, ObjectIdGetDatum(opfamilyoid));
+	for (int i = 0; i < oprlist->n_members; i++)
+	{
+		Form_pg_amop op = (Form_pg_amop) GETSTRUCT(&oprlist->members[i]->tuple);
+
+		if (op->amoplefttype != opcintype || op->amoprighttype != opcintype)
+			continue;
+		if (op->amopstrategy != 1 || op->amoppurpose != AMOP_ORDER ||
+			!opfamily_can_sort_type(op->amopsortfamily, FLOAT8OID) ||
+			!check_amop_signature(op->amopopr, FLOAT8OID, opcintype, opcintype))
+		{
+			ereport(INFO,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("ivfpq operator class \"%s\" contains invalid operator %s: only strategy 1, ORDER BY, returning float8",
+							opclassname, format_operator(op->amopopr))));
+			result = false;
+		}
+		else
+			has_order_by = true;
+	}
+	ReleaseSysCacheList(oprlist);
+
+	if (!has_metric || !has_order_by)
+	{
+		ereport(INFO,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("ivfpq operator class \"%s\" is missing %s",
+						opclassname, !has_metric ? "support function 2 (the metric)" : "its ORDER BY operator")));
+		result = false;
+	}
+	ReleaseSysCache(classtup);
+	return result;
 }
 
 /* Names of our build sub-phases in pg_stat_progress_create_index. */

@@ -50,9 +50,14 @@ extern "C"
 #define IVFPQ_PAGE_DIRECTORY	3
 #define IVFPQ_PAGE_LIST			4
 
-/* support functions of the opclasses */
-#define IVFPQ_DISTANCE_PROC		1	/* exact distance, vector x vector -> float8 */
-#define IVFPQ_METRIC_PROC		2	/* returns the metric (IvfpqMetric) as int4 */
+/*
+ * Support functions of the opclasses.  Number 1 (an exact distance) was
+ * declared by version 0.1 but never called: the scan computes exact
+ * distances with the core's kernels.  It is no longer declared, and the
+ * metric keeps number 2 so that a 0.1 catalog and this library agree.
+ */
+#define IVFPQ_RETIRED_DISTANCE_PROC	1	/* accepted, not required, never called */
+#define IVFPQ_METRIC_PROC		2	/* returns the metric (IVFPQ_METRIC_*) as int4 */
 #define IVFPQ_NUM_PROCS			2
 
 /* metrics, same values as ivfpq::core::Metric */

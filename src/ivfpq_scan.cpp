@@ -44,6 +44,9 @@ extern "C"
  */
 #define IVFPQ_PREFETCH_SKIP 4096
 
+/* Candidates re-ranked between interrupt checks (a power of two). */
+#define IVFPQ_RERANK_CHECK_INTERVAL 64
+
 static int	prefetch_skip_remaining = 0;	/* per backend */
 
 typedef struct IvfpqCandidate
@@ -435,10 +438,125 @@ IvfpqAdcToOperatorScale(int metric, float adc)
 	}
 }
 
+/* Candidate order: ADC distance. */
+static bool
+IvfpqCandidateCloser(const IvfpqCandidate &a, const IvfpqCandidate &b)
+{
+	return a.distance < b.distance;
+}
+
 /*
- * Make the next batch from the best unconsumed candidates: with rerank, fetch
- * them from the heap (block order, prefetched), drop invisible rows and sort
- * by exact distance; without, sort them by ADC distance.
+ * Choose the batch: move the best 'take' unconsumed candidates to the front
+ * of the unconsumed part of the pool (unordered among themselves).
+ */
+static void
+IvfpqChooseCandidates(IvfpqCandidate *first, int64 take, int64 remaining)
+{
+	if (take < remaining)
+		std::nth_element(first, first + take, first + remaining, IvfpqCandidateCloser);
+}
+
+/* Without rerank: the batch is the candidates in ADC order, on the operator's scale. */
+static void
+IvfpqApproximateBatch(IvfpqScanOpaque so, IvfpqCandidate *first, int64 take)
+{
+	int			metric = so->q->metric;
+
+	std::sort(first, first + take, IvfpqCandidateCloser);
+	for (int64 i = 0; i < take; i++)
+	{
+		so->batch[i].tid = first[i].tid;
+		so->batch[i].distance = IvfpqAdcToOperatorScale(metric, first[i].distance);
+	}
+	so->batch_count = (int) take;
+}
+
+/*
+ * Prefetch the heap blocks of the candidates (sorted by TID).  A prefetch
+ * costs a buffer-table lookup even for a cached page, so after a batch whose
+ * pages were all in shared buffers skip IVFPQ_PREFETCH_SKIP candidates.
+ */
+static void
+IvfpqPrefetchHeap(Relation heap, const IvfpqCandidate *first, int64 take)
+{
+	BlockNumber last_prefetched = InvalidBlockNumber;
+	bool		any_io = false;
+
+	if (prefetch_skip_remaining > 0)
+	{
+		prefetch_skip_remaining -= (int) Min(take, (int64) prefetch_skip_remaining);
+		return;
+	}
+	for (int64 i = 0; i < take; i++)
+	{
+		BlockNumber block = ItemPointerGetBlockNumber(&first[i].tid);
+
+		if (block != last_prefetched)
+		{
+			PrefetchBufferResult result = PrefetchBuffer(heap, MAIN_FORKNUM, block);
+
+			any_io |= result.initiated_io || !BufferIsValid(result.recent_buffer);
+			last_prefetched = block;
+		}
+	}
+	if (!any_io)
+		prefetch_skip_remaining = IVFPQ_PREFETCH_SKIP;
+}
+
+/*
+ * Heap re-rank: fetch each candidate (sorted by TID) with the scan's MVCC
+ * snapshot, drop rows that are invisible, NULL or of other dimensions, and
+ * store the exact distance of the others in the batch.
+ */
+static void
+IvfpqRerankFromHeap(IndexScanDesc scan, IvfpqCandidate *first, int64 take)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+	int			metric = so->q->metric;
+
+	for (int64 i = 0; i < take; i++)
+	{
+		bool		call_again = false;
+		bool		all_dead = false;
+		bool		isnull;
+		Datum		value;
+		Vector	   *v;
+
+		if ((i & (IVFPQ_RERANK_CHECK_INTERVAL - 1)) == IVFPQ_RERANK_CHECK_INTERVAL - 1)
+			CHECK_FOR_INTERRUPTS();
+		if (!table_index_fetch_tuple(so->fetch, &first[i].tid, scan->xs_snapshot,
+									 so->slot, &call_again, &all_dead))
+			continue;			/* not visible to this snapshot */
+		value = slot_getattr(so->slot, so->heap_attno, &isnull);
+		if (isnull)
+			continue;
+		v = DatumGetVector(value);
+		if (v->dim != so->dim)
+			continue;			/* untyped column with mixed dimensions */
+		so->batch[so->batch_count].tid = first[i].tid;
+		so->batch[so->batch_count].distance = IvfpqExactDistance(metric, so->query_raw, v);
+		so->batch_count++;
+	}
+	ExecClearTuple(so->slot);
+}
+
+/* Sort the batch by exact distance; NaN (cosine with a zero vector) last, as in ORDER BY. */
+static void
+IvfpqSortBatch(IvfpqScanOpaque so)
+{
+	std::sort(so->batch, so->batch + so->batch_count, [](const IvfpqResult &a, const IvfpqResult &b) {
+		if (std::isnan(a.distance))
+			return false;
+		if (std::isnan(b.distance))
+			return true;
+		return a.distance < b.distance;
+	});
+}
+
+/*
+ * Make the next batch from the best unconsumed candidates: choose them; with
+ * rerank, prefetch and fetch them from the heap in block order and sort by
+ * exact distance; without, sort them by ADC distance.
  */
 static void
 IvfpqNextBatch(IndexScanDesc scan)
@@ -457,102 +575,36 @@ IvfpqNextBatch(IndexScanDesc scan)
 		take = Min((int64) so->rerank, remaining);
 	else
 		take = Min((int64) IVFPQ_UNRANKED_BATCH, remaining);
-
-	auto		by_distance = [](const IvfpqCandidate &a, const IvfpqCandidate &b) {
-		return a.distance < b.distance;
-	};
-
-	if (take < remaining)
-		std::nth_element(first, first + take, first + remaining, by_distance);
+	IvfpqChooseCandidates(first, take, remaining);
 
 	MemoryContextReset(so->batch_context);
 	old_context = MemoryContextSwitchTo(so->batch_context);
 	so->batch = (IvfpqResult *) palloc_extended(sizeof(IvfpqResult) * Max(take, 1), MCXT_ALLOC_HUGE);
 	so->batch_count = 0;
 	so->batch_next = 0;
+	MemoryContextSwitchTo(old_context);
 
 	if (!exact)
-	{
-		std::sort(first, first + take, by_distance);
-		for (int64 i = 0; i < take; i++)
-		{
-			so->batch[i].tid = first[i].tid;
-			so->batch[i].distance = IvfpqAdcToOperatorScale(q->metric, first[i].distance);
-		}
-		so->batch_count = (int) take;
-	}
+		IvfpqApproximateBatch(so, first, take);
 	else
 	{
-		Relation	heap = scan->heapRelation;
-		BlockNumber last_prefetched = InvalidBlockNumber;
-
 		if (so->fetch == NULL)
 		{
-			MemoryContext scan_lifetime = MemoryContextSwitchTo(GetMemoryChunkContext(so));
-
-			so->slot = table_slot_create(heap, NULL);
-			so->fetch = table_index_fetch_begin(heap);
-			MemoryContextSwitchTo(scan_lifetime);
+			/* Heap access state lives as long as the scan (ended in endscan). */
+			old_context = MemoryContextSwitchTo(GetMemoryChunkContext(so));
+			so->slot = table_slot_create(scan->heapRelation, NULL);
+			so->fetch = table_index_fetch_begin(scan->heapRelation);
+			MemoryContextSwitchTo(old_context);
 		}
-
 		std::sort(first, first + take, [](const IvfpqCandidate &a, const IvfpqCandidate &b) {
 			return ItemPointerCompare(const_cast<ItemPointer>(&a.tid), const_cast<ItemPointer>(&b.tid)) < 0;
 		});
-		if (prefetch_skip_remaining > 0)
-			prefetch_skip_remaining -= (int) Min(take, (int64) prefetch_skip_remaining);
-		else
-		{
-			bool		any_io = false;
-
-			for (int64 i = 0; i < take; i++)
-			{
-				BlockNumber block = ItemPointerGetBlockNumber(&first[i].tid);
-
-				if (block != last_prefetched)
-				{
-					PrefetchBufferResult result = PrefetchBuffer(heap, MAIN_FORKNUM, block);
-
-					any_io |= result.initiated_io || !BufferIsValid(result.recent_buffer);
-					last_prefetched = block;
-				}
-			}
-			if (!any_io)
-				prefetch_skip_remaining = IVFPQ_PREFETCH_SKIP;
-		}
-		for (int64 i = 0; i < take; i++)
-		{
-			bool		call_again = false;
-			bool		all_dead = false;
-			bool		isnull;
-			Datum		value;
-			Vector	   *v;
-
-			if (!table_index_fetch_tuple(so->fetch, &first[i].tid, scan->xs_snapshot,
-										 so->slot, &call_again, &all_dead))
-				continue;		/* not visible to this snapshot */
-			value = slot_getattr(so->slot, so->heap_attno, &isnull);
-			if (isnull)
-				continue;
-			v = DatumGetVector(value);
-			if (v->dim != so->dim)
-				continue;		/* untyped column with mixed dimensions */
-			so->batch[so->batch_count].tid = first[i].tid;
-			so->batch[so->batch_count].distance = IvfpqExactDistance(q->metric, so->query_raw, v);
-			so->batch_count++;
-			if ((i & 63) == 63)
-				CHECK_FOR_INTERRUPTS();
-		}
-		ExecClearTuple(so->slot);
-		std::sort(so->batch, so->batch + so->batch_count, [](const IvfpqResult &a, const IvfpqResult &b) {
-			/* NaN (cosine with a zero vector) sorts last, as in ORDER BY. */
-			if (std::isnan(a.distance))
-				return false;
-			if (std::isnan(b.distance))
-				return true;
-			return a.distance < b.distance;
-		});
+		IvfpqPrefetchHeap(scan->heapRelation, first, take);
+		old_context = MemoryContextSwitchTo(so->batch_context);
+		IvfpqRerankFromHeap(scan, first, take);
+		MemoryContextSwitchTo(old_context);
+		IvfpqSortBatch(so);
 	}
-	MemoryContextSwitchTo(old_context);
 	so->pool_next += take;
 }
 

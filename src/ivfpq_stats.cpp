@@ -2,7 +2,8 @@
  * ivfpq_stats.cpp
  *		ivfpq_index_stats(regclass): what an ivfpq index holds, counted from
  *		its pages: lists, rows, pages, bytes per row, list-size distribution,
- *		training sample size and the PQ parameters.
+ *		training sample size, the PQ parameters, and whether the centroids and
+ *		codebooks were trained or inherited from another index.
  */
 #include <algorithm>
 
@@ -30,8 +31,8 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 	int64	   *sizes;
 	int64		rows = 0;
 	BlockNumber pages;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[14];
+	bool		nulls[14];
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -71,5 +72,7 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 	values[10] = Int32GetDatum((int32) meta.shape.nbits);
 	values[11] = CStringGetTextDatum(IvfpqMetricName(meta.shape.metric));
 	values[12] = BoolGetDatum(meta.trained != 0);
+	/* Read by 0.2's definition; 0.1's (before ALTER EXTENSION UPDATE) has 13 columns. */
+	values[13] = BoolGetDatum(meta.inherited != 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -62,7 +62,12 @@ IvfpqVacuumPage(Relation index, Buffer buffer, int capacity, int m,
 		}
 		kept++;
 	}
-	/* Zero the freed tail so the page compresses well in WAL and FPIs. */
+	/*
+	 * Zero the freed slots, so no dead row's heap TID stays readable on the
+	 * page (for anyone inspecting pages, and for any future code that would
+	 * trust entry_count less).  It costs WAL: the generic record's delta
+	 * covers these bytes too.
+	 */
 	for (int i = kept; i < n; i++)
 	{
 		MemSet(&wtids[i], 0, sizeof(ItemPointerData));

@@ -53,7 +53,8 @@ bool		InvokeGuarded(void (*fn) (void *), void *arg, Failure *failure) noexcept;
 
 /*
  * Cancellation: the glue installs a function that says whether the caller
- * wants the current computation to stop (Postgres: InterruptPending).  Core
+ * wants the current computation to stop (Postgres: a query cancel or a
+ * terminate request is pending, QueryCancelPending || ProcDiePending).  Core
  * loops and FAISS (through its InterruptCallback) poll it; when it returns
  * true the computation throws a Cancelled error.  The function may be called
  * from any thread, so it must only read a flag.

@@ -1,0 +1,108 @@
+"""ALTER EXTENSION ivfpq UPDATE from the first released version (0.1, kept
+as released in sql/upgrade/) to the current one.
+
+An upgraded database must end up with exactly the objects, opclass members
+and comments of a fresh install, and an index built under 0.1 must keep
+answering queries after the update.
+"""
+import psycopg
+import pytest
+
+# Everything a database learns from the extension script, one string each.
+CATALOG_QUERY = """
+SELECT 'member ' || pg_describe_object(classid, objid, 0)
+FROM pg_depend
+WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+  AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ivfpq')
+UNION ALL
+SELECT 'function ' || p.oid::regprocedure || ' returns ' || pg_get_function_result(p.oid)
+       || ' ' || p.provolatile::text || p.proparallel::text || p.proisstrict::text || ' ' || coalesce(p.prosrc, '')
+       || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '')
+FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+WHERE d.deptype = 'e' AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ivfpq')
+UNION ALL
+SELECT 'amproc ' || pg_describe_object('pg_amproc'::regclass, p.oid, 0)
+FROM pg_amproc p JOIN pg_opfamily f ON f.oid = p.amprocfamily
+WHERE f.opfmethod = (SELECT oid FROM pg_am WHERE amname = 'ivfpq')
+UNION ALL
+SELECT 'amop ' || pg_describe_object('pg_amop'::regclass, o.oid, 0)
+FROM pg_amop o JOIN pg_opfamily f ON f.oid = o.amopfamily
+WHERE f.opfmethod = (SELECT oid FROM pg_am WHERE amname = 'ivfpq')
+UNION ALL
+SELECT 'depends ' || pg_describe_object(classid, objid, 0) || ' on '
+       || pg_describe_object(refclassid, refobjid, 0) || ' ' || deptype::text
+FROM pg_depend WHERE classid = 'pg_amproc'::regclass
+  AND objid IN (SELECT p.oid FROM pg_amproc p JOIN pg_opfamily f ON f.oid = p.amprocfamily
+                WHERE f.opfmethod = (SELECT oid FROM pg_am WHERE amname = 'ivfpq'))
+ORDER BY 1
+"""
+
+
+@pytest.fixture
+def databases(conn):
+    """Two scratch databases: one for the upgrade, one for a fresh install."""
+    names = ("ivfpq_upgrade_old", "ivfpq_upgrade_new")
+    for name in names:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield names
+    for name in names:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def connect(dbname):
+    return psycopg.connect(dbname=dbname, autocommit=True)
+
+
+def test_update_from_0_1(databases):
+    old_db, new_db = databases
+    with connect(old_db) as old, connect(new_db) as new:
+        default = old.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'ivfpq'").fetchone()[0]
+        assert default != "0.1"
+
+        old.execute("CREATE EXTENSION ivfpq VERSION '0.1'")
+        assert old.execute("SELECT extversion FROM pg_extension WHERE extname = 'ivfpq'").fetchone()[0] == "0.1"
+        # 0.1 declared support function 1 in every opclass.
+        assert old.execute(
+            "SELECT count(*) FROM pg_amproc p JOIN pg_opfamily f ON f.oid = p.amprocfamily "
+            "WHERE f.opfmethod = (SELECT oid FROM pg_am WHERE amname = 'ivfpq') AND p.amprocnum = 1"
+        ).fetchone()[0] == 3
+        old.execute("CREATE TABLE items (id int, e vector(8))")
+        old.execute(
+            "INSERT INTO items SELECT i, ARRAY(SELECT sin(i * 0.37 + d * 1.3 + (i % 17) * d)::real FROM generate_series(1, 8) d)::vector "
+            "FROM generate_series(1, 3000) i")
+        old.execute("CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 8, m = 4)")
+        old.execute("CREATE INDEX items_cos_idx ON items USING ivfpq (e vector_cosine_ops) WITH (lists = 8, m = 4)")
+
+        old.execute("ALTER EXTENSION ivfpq UPDATE")
+        assert old.execute("SELECT extversion FROM pg_extension WHERE extname = 'ivfpq'").fetchone()[0] == default
+        new.execute("CREATE EXTENSION ivfpq")
+
+        old_catalog = [r[0] for r in old.execute(CATALOG_QUERY).fetchall()]
+        new_catalog = [r[0] for r in new.execute(CATALOG_QUERY).fetchall()]
+        missing = sorted(set(new_catalog) - set(old_catalog))
+        extra = sorted(set(old_catalog) - set(new_catalog))
+        assert (missing, extra) == ([], []), "upgraded catalog differs from a fresh install"
+        assert len(old_catalog) > 50
+
+        for db in (old, new):
+            invalid = db.execute(
+                "SELECT opcname FROM pg_opclass WHERE opcmethod = (SELECT oid FROM pg_am WHERE amname = 'ivfpq') "
+                "AND NOT amvalidate(oid)").fetchall()
+            assert invalid == []
+
+        # The index built under 0.1 still answers, with every list probed
+        # exactly as a sequential scan does.
+        old.execute("SET ivfpq.probes = 8")
+        old.execute("SET enable_seqscan = off")
+        query = "SELECT id FROM items ORDER BY e <-> (SELECT e FROM items WHERE id = 42) LIMIT 10"
+        plan = "\n".join(r[0] for r in old.execute("EXPLAIN " + query).fetchall())
+        assert "items_idx" in plan
+        by_index = [r[0] for r in old.execute(query).fetchall()]
+        old.execute("SET enable_indexscan = off")
+        old.execute("SET enable_seqscan = on")
+        exact = [r[0] for r in old.execute(query).fetchall()]
+        assert by_index == exact
+        stats = old.execute("SELECT trained, inherited FROM ivfpq_index_stats('items_idx')").fetchone()
+        assert stats == (True, False)
