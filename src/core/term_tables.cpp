@@ -1,6 +1,9 @@
 /*
  * term_tables.cpp
- *		Precomputed per-list "term tables" for L2 residual ADC.
+ *		Precomputed per-list "term tables" for L2 residual ADC: the
+ *		technique of FAISS's IndexIVFPQ "precomputed tables"
+ *		(use_precomputed_table), here centred on the centroid mean and stored
+ *		in 8 bits.
  *
  * For a query q, list centroid c and codeword r_jk of sub-quantizer j:
  *	 ||q_j - c_j - r_jk||^2 = ||q_j - c_j||^2 + (||r_jk||^2 + 2 c_j.r_jk) - 2 q_j.r_jk
