@@ -120,6 +120,7 @@ typedef struct IvfpqMetaPageData
 	uint64		build_id;		/* changes whenever centroids/codebooks change */
 	/* added after format 1 shipped: older metapages read 0 here */
 	uint32		inherited;		/* 1: centroids/codebooks copied from another index */
+	TimestampTz built_at;		/* when the build finished (0: unknown) */
 } IvfpqMetaPageData;
 
 typedef IvfpqMetaPageData *IvfpqMetaPage;

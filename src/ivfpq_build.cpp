@@ -649,6 +649,7 @@ IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
 	meta->training_rows = training_rows;
 	meta->build_rows = build_rows;
 	meta->build_id = IvfpqNewBuildId();
+	meta->built_at = GetCurrentTimestamp();
 	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqMetaPageData);
 	MarkBufferDirty(buffer);
 	UnlockReleaseBuffer(buffer);

@@ -2,8 +2,9 @@
  * ivfpq_stats.cpp
  *		ivfpq_index_stats(regclass): what an ivfpq index holds, counted from
  *		its pages: lists, rows, pages, bytes per row, list-size distribution,
- *		training sample size, the PQ parameters, and whether the centroids and
- *		codebooks were trained or inherited from another index.
+ *		training sample size, the PQ parameters, whether the centroids and
+ *		codebooks were trained or inherited from another index, and when the
+ *		index was built.
  */
 #include <algorithm>
 
@@ -16,6 +17,7 @@ extern "C"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(ivfpq_index_stats);
 }
@@ -31,8 +33,8 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 	int64	   *sizes;
 	int64		rows = 0;
 	BlockNumber pages;
-	Datum		values[14];
-	bool		nulls[14];
+	Datum		values[15];
+	bool		nulls[15];
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -74,5 +76,7 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 	values[12] = BoolGetDatum(meta.trained != 0);
 	/* Read by 0.2's definition; 0.1's (before ALTER EXTENSION UPDATE) has 13 columns. */
 	values[13] = BoolGetDatum(meta.inherited != 0);
+	values[14] = TimestampTzGetDatum(meta.built_at);
+	nulls[14] = meta.built_at == 0;		/* built by 0.1 */
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
