@@ -97,6 +97,7 @@ _PG_init(void)
 							"instead of a pass over all codewords.  0 disables the cache.",
 							&ivfpq_table_cache_mb, 64, 0, 65536,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	IvfpqWorkerInit();
 	MarkGUCPrefixReserved("ivfpq");
 
 	IvfpqInitReloptions();

@@ -29,6 +29,9 @@ extern int	ivfpq_rerank;
 extern int	ivfpq_max_probes;
 extern int	ivfpq_table_cache_mb;
 
+/* ---------- the background worker (ivfpq_worker.cpp) ---------- */
+extern void IvfpqWorkerInit(void);
+
 /* ---------- the core-call guard (ivfpq.cpp) ---------- */
 
 /*

@@ -1,0 +1,165 @@
+
+-- 70_worker.sql: what the background worker (src/ivfpq_worker.cpp) records
+-- and the SQL side of its decisions.  The worker runs as a superuser in each
+-- database named in ivfpq.worker_databases; these functions are its
+-- interface, not meant to be called by hand (ivfpq_worker_status is).
+
+-- One row per index the worker has looked at: its last build and its last
+-- recall estimate.  Runtime state: not dumped, rebuilt as the worker goes.
+CREATE TABLE ivfpq_worker_state (
+	index regclass PRIMARY KEY,
+	partition regclass NOT NULL,
+	phase text NOT NULL CHECK (phase IN ('building', 'done', 'failed', 'checked')),
+	reason text,				-- why it was (re)built: sealed, inherited, untrained, drift
+	started timestamptz,
+	finished timestamptz,
+	rows bigint,				-- index entries after the build
+	error text,					-- the last failure, kept until a build succeeds
+	attempts integer NOT NULL DEFAULT 0,	-- failures since the last success
+	next_attempt timestamptz,	-- no retry before this
+	recall double precision,	-- last recall@10 estimate (active partitions)
+	recall_checked timestamptz
+);
+
+CREATE VIEW ivfpq_worker_status AS
+SELECT pg_catalog.current_database() AS database, s.partition, s.index, s.phase, s.reason,
+	   s.started, s.finished, s.rows, s.error, s.attempts, s.next_attempt, s.recall, s.recall_checked
+FROM ivfpq_worker_state s;
+COMMENT ON VIEW ivfpq_worker_status IS
+	'what the ivfpq background worker did to each managed partition''s index: last build, errors, retries, recall estimates';
+
+-- The worker is about to rebuild an index.
+CREATE FUNCTION ivfpq_worker_begin(index regclass, reason text) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+	INSERT INTO ivfpq_worker_state AS s (index, partition, phase, reason, started)
+	SELECT i.indexrelid, i.indrelid, 'building', reason, pg_catalog.now()
+	FROM pg_catalog.pg_index i WHERE i.indexrelid = index
+	ON CONFLICT ON CONSTRAINT ivfpq_worker_state_pkey DO UPDATE
+	SET phase = 'building', reason = excluded.reason, started = excluded.started, finished = NULL
+$$;
+
+-- A rebuild ended: done (error NULL), or failed and to be retried later.
+CREATE FUNCTION ivfpq_worker_end(index regclass, error text) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+	UPDATE ivfpq_worker_state s
+	SET phase = CASE WHEN error IS NULL THEN 'done' ELSE 'failed' END,
+		finished = pg_catalog.now(),
+		rows = CASE WHEN error IS NULL THEN (SELECT st.rows FROM ivfpq_index_stats(index) st) ELSE s.rows END,
+		error = ivfpq_worker_end.error,
+		attempts = CASE WHEN error IS NULL THEN 0 ELSE s.attempts + 1 END,
+		next_attempt = CASE WHEN error IS NULL THEN NULL
+			ELSE pg_catalog.now() + pg_catalog.current_setting('ivfpq.worker_retry_delay')::interval END,
+		-- a fresh build invalidates the last estimate
+		recall = CASE WHEN error IS NULL THEN NULL ELSE s.recall END,
+		recall_checked = CASE WHEN error IS NULL THEN NULL ELSE s.recall_checked END
+	WHERE s.index = ivfpq_worker_end.index
+$$;
+
+-- Invalid ivfpq indexes that an interrupted REINDEX CONCURRENTLY left on
+-- managed partitions and that nobody is building right now.
+CREATE FUNCTION ivfpq_worker_leftovers() RETURNS SETOF text
+LANGUAGE sql VOLATILE AS $$
+	SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+	FROM pg_catalog.pg_index i
+	JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+	JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+	JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname = 'ivfpq'
+	WHERE NOT i.indisvalid
+	  AND c.relname ~ '_cc(new|old)[0-9]*$'
+	  AND i.indrelid IN (SELECT p.partition FROM ivfpq_worker_partitions() p)
+	  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+					  WHERE l.relation = c.oid AND l.pid <> pg_catalog.pg_backend_pid())
+$$;
+
+-- The managed partitioned tables (interim: every range-partitioned table;
+-- replaced by the ivfpq_manage configuration).
+CREATE FUNCTION ivfpq_worker_managed_parents(OUT parent regclass) RETURNS SETOF regclass
+LANGUAGE sql STABLE AS $$
+	SELECT partrelid::regclass FROM pg_catalog.pg_partitioned_table WHERE partstrat = 'r'
+$$;
+
+-- Every leaf partition of a managed table with its time range and its
+-- ivfpq index (one row per index).
+CREATE FUNCTION ivfpq_worker_partitions(
+	OUT parent regclass, OUT partition regclass, OUT range_start timestamptz, OUT range_end timestamptz,
+	OUT index regclass)
+RETURNS SETOF record LANGUAGE sql STABLE AS $$
+	SELECT i.inhparent::regclass, c.oid::regclass, b.bounds[1]::timestamptz, b.bounds[2]::timestamptz,
+		   x.indexrelid::regclass
+	FROM pg_catalog.pg_inherits i
+	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind = 'r'
+	JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = i.inhparent AND pt.partstrat = 'r'
+	CROSS JOIN LATERAL pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+											   'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') AS b(bounds)
+	JOIN pg_catalog.pg_index x ON x.indrelid = c.oid AND x.indisvalid
+	JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
+	JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'ivfpq'
+	WHERE i.inhparent IN (SELECT m.parent FROM ivfpq_worker_managed_parents() m)
+$$;
+
+-- What the worker should rebuild next, if anything (zero or one row):
+--	1. a sealed partition (its range has ended), oldest first, whose index is
+--	   untrained, inherited (codebooks_from) or built before the range ended;
+--	2. an active partition whose index is untrained though it holds rows, or
+--	   whose recall@10 estimate (ivfpq_estimate_recall, at most every
+--	   ivfpq.recall_check_interval) is below ivfpq.retrain_recall: drift.
+-- A partition whose last build failed waits until its next_attempt.
+CREATE FUNCTION ivfpq_worker_next(now timestamptz DEFAULT pg_catalog.now())
+RETURNS TABLE (index regclass, reason text) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	p record;
+	threshold double precision := pg_catalog.current_setting('ivfpq.retrain_recall')::double precision;
+	check_every interval := pg_catalog.current_setting('ivfpq.recall_check_interval')::interval;
+	estimate double precision;
+	has_rows boolean;
+	why text;
+BEGIN
+	-- forget indexes that were dropped (retention, by hand)
+	DELETE FROM ivfpq_worker_state s
+	WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.index);
+
+	FOR p IN
+		SELECT w.partition, w.index, w.range_start, w.range_end, st.trained, st.inherited, st.built_at,
+			   s.phase, s.next_attempt, s.recall_checked
+		FROM ivfpq_worker_partitions() w
+		CROSS JOIN LATERAL ivfpq_index_stats(w.index) st
+		LEFT JOIN ivfpq_worker_state s ON s.index = w.index
+		WHERE w.range_start <= now
+		  AND (s.next_attempt IS NULL OR s.next_attempt <= now)
+		ORDER BY w.range_end <= now DESC, w.range_end
+	LOOP
+		why := NULL;
+		IF p.range_end <= now THEN
+			why := CASE WHEN NOT p.trained THEN 'untrained'
+						WHEN p.inherited THEN 'inherited'
+						WHEN p.built_at IS NULL OR p.built_at < p.range_end THEN 'sealed' END;
+			-- an empty sealed partition would only be rebuilt untrained again
+			IF why IS NOT NULL AND NOT p.trained THEN
+				EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s)', p.partition) INTO STRICT has_rows;
+				CONTINUE WHEN NOT has_rows;
+			END IF;
+		ELSIF NOT p.trained THEN
+			EXECUTE pg_catalog.format('SELECT count(*) >= 1000 FROM (SELECT 1 FROM %s LIMIT 1000) s', p.partition)
+				INTO STRICT has_rows;
+			why := CASE WHEN has_rows THEN 'untrained' END;
+		ELSIF threshold > 0 AND (p.recall_checked IS NULL OR p.recall_checked + check_every <= now) THEN
+			BEGIN
+				SELECT r.recall INTO estimate FROM ivfpq_estimate_recall(p.index, 50, 10) r;
+			EXCEPTION WHEN OTHERS THEN
+				RAISE LOG 'ivfpq worker: recall estimate of % failed: %', p.index, SQLERRM;
+				estimate := NULL;
+			END;
+			INSERT INTO ivfpq_worker_state AS s (index, partition, phase, recall, recall_checked)
+			VALUES (p.index, p.partition, 'checked', estimate, now)
+			ON CONFLICT ON CONSTRAINT ivfpq_worker_state_pkey DO UPDATE
+			SET recall = excluded.recall, recall_checked = excluded.recall_checked;
+			why := CASE WHEN estimate < threshold THEN 'drift' END;
+		END IF;
+		IF why IS NOT NULL THEN
+			index := p.index;
+			reason := why;
+			RETURN NEXT;
+			RETURN;
+		END IF;
+	END LOOP;
+END $$;
