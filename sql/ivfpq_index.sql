@@ -26,14 +26,17 @@ DECLARE
 	qrow record;
 	approx int[];
 	exact int[];
+	saved_seqscan text := current_setting('enable_seqscan');
 BEGIN
 	FOR qrow IN SELECT * FROM queries ORDER BY q LOOP
 		EXECUTE format('SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY e %s $1 LIMIT %s) s', op, k)
 			INTO approx USING qrow.e;
-		SET LOCAL enable_indexscan = off;
+		-- exact search is a sequential scan and sort: with index scans and
+		-- sequential scans both disabled the planner would pick the index again
+		PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'on', true);
 		EXECUTE format('SELECT array_agg(id) FROM (SELECT id FROM items ORDER BY e %s $1 LIMIT %s) s', op, k)
 			INTO exact USING qrow.e;
-		SET LOCAL enable_indexscan = on;
+		PERFORM set_config('enable_indexscan', 'on', true), set_config('enable_seqscan', saved_seqscan, true);
 		hits := hits + (SELECT count(*) FROM unnest(approx) a WHERE a = ANY (exact));
 	END LOOP;
 	RETURN hits::float8 / (k * (SELECT count(*) FROM queries));
@@ -112,13 +115,17 @@ RESET ivfpq.probes;
 RESET ivfpq.rerank;
 SET enable_seqscan = off;
 
--- rerank = 0 returns PQ order without heap access; rerank > 0 exact order
+-- rerank = 0 returns PQ order without heap access; rerank > 0 exact order.
+-- On this data PQ distances are close enough to misorder neighbours (recall@10
+-- about 0.83 at rerank = 0, 1.0 with the default rerank = 100), so both
+-- checks below fail if the rerank is skipped or the PQ order were exact.
 SET ivfpq.rerank = 0;
 SELECT count(*) FROM (SELECT id FROM items ORDER BY e <-> (SELECT e FROM queries WHERE q = 1) LIMIT 10) s;
 SELECT recall_at(10, '<->') AS recall_rerank0 \gset
+SELECT ordered(10, '<->') AS exact_order_without_rerank;
 RESET ivfpq.rerank;
 SELECT recall_at(10, '<->') AS recall_rerank100 \gset
-SELECT :recall_rerank100 >= :recall_rerank0 AS rerank_helps, :recall_rerank100 >= 0.95 AS reranked_recall_ok;
+SELECT :recall_rerank0 < :recall_rerank100 - 0.05 AS rerank_helps, :recall_rerank100 >= 0.95 AS reranked_recall_ok;
 SELECT ordered(10, '<->') AS exact_order_with_rerank;
 
 -- iterative scan: a selective filter still gets its 10 rows (30 exist)
@@ -161,20 +168,46 @@ SELECT id FROM items ORDER BY e <-> (SELECT e FROM items WHERE id = 200250) LIMI
 SELECT id FROM items ORDER BY e <-> (SELECT e FROM items WHERE id = 200499) LIMIT 1;
 SELECT rows FROM ivfpq_index_stats('items_idx');
 
--- delete + VACUUM + reinsert never returns a deleted row
+-- delete + VACUUM + reinsert: VACUUM removes the index entries of dead rows,
+-- and new rows that reuse the heap slots (TIDs) of deleted rows are found by
+-- their new vectors, never through a stale entry holding the old vector.
+CREATE TABLE deleted_rows AS SELECT ctid AS tid, id, e FROM items WHERE id > 200000 OR id % 2 = 0;
 DELETE FROM items WHERE id > 200000 OR id % 2 = 0;
 VACUUM items;
 SELECT rows = (SELECT count(*) FROM items) AS vacuum_removed_dead FROM ivfpq_index_stats('items_idx');
-INSERT INTO items SELECT 300000 + i, 1, ARRAY(SELECT 50 + d FROM generate_series(1, 16) d)::vector
+-- new points of the same clusters, so they mostly land in other lists than the
+-- deleted row whose slot they take
+INSERT INTO items
+	SELECT 300000 + i, 1,
+		   (SELECT ARRAY(SELECT v[d] + (random() - 0.5) FROM generate_series(1, 16) d)::vector
+			  FROM centres WHERE c = 1 + (i * 7) % 30)
 	FROM generate_series(1, 1500) i;
-SET ivfpq.probes = 16;
+CREATE TABLE reused_slots AS
+	SELECT i.id, i.e, d.e AS old_e FROM items i JOIN deleted_rows d ON i.ctid = d.tid WHERE i.id >= 300000;
+SELECT count(*) >= 1000 AS slots_reused FROM reused_slots;
+SELECT rows = (SELECT count(*) FROM items) AS rows_after_reinsert FROM ivfpq_index_stats('items_idx');
+-- each such row is the nearest neighbour of its own new vector, probing only
+-- the list its new vector belongs to
+SET ivfpq.probes = 1;
+SELECT count(*) = (SELECT count(*) FROM reused_slots) AS reused_slots_found_by_new_vector
+	FROM reused_slots r WHERE (SELECT id FROM items ORDER BY e <-> r.e LIMIT 1) = r.id;
+-- in PQ order (rows straight from index entries) each is among the 10 nearest
+-- of its new vector, and a query at the old vector never returns the row now
+-- in that slot unless its new vector is close too
 SET ivfpq.rerank = 0;
-SELECT count(*) AS deleted_rows_returned FROM (SELECT id FROM items ORDER BY e <-> (SELECT e FROM queries WHERE q = 3)) s
-	WHERE id % 2 = 0 AND id < 300000;
+SELECT count(*) FILTER (WHERE r.id IN (SELECT id FROM items ORDER BY e <-> r.e LIMIT 10)) = count(*)
+		AS found_in_pq_order,
+	   count(*) FILTER (WHERE r.e <-> r.old_e > 2
+						  AND r.id IN (SELECT id FROM items ORDER BY e <-> r.old_e LIMIT 10))
+		AS stale_entries_returned
+	FROM reused_slots r;
+-- a full scan in PQ order returns every live row exactly once
+SET ivfpq.probes = 16;
 SELECT count(DISTINCT id) = count(*) AND count(*) = (SELECT count(*) FROM items) AS every_live_row_once
 	FROM (SELECT id FROM items ORDER BY e <-> (SELECT e FROM queries WHERE q = 3)) s;
 RESET ivfpq.rerank;
 RESET ivfpq.probes;
+DROP TABLE deleted_rows, reused_slots;
 
 -- NULLs are not indexed (and never returned by the index)
 INSERT INTO items VALUES (400000, 1, NULL);

@@ -28,9 +28,19 @@ def test_faiss_is_linked_statically_and_hidden():
     assert {"Pg_magic_func", "ivfpqhandler", "pg_finfo_ivfpqhandler", "IvfpqParallelBuildMain"} <= names
 
 
+def parse_vectors(array_text):
+    """'{"[0,0.05]","[10,10.05]"}' (a vector[] as text) -> list of float lists."""
+    return [[float(x) for x in v.strip('"[]').split(",")]
+            for v in array_text.strip("{}").split('","')]
+
+
 def test_kmeans_reaches_faiss(conn):
-    """The chain SQL -> glue -> core -> FAISS works in the server."""
-    centroids = conn.execute(
-        "SELECT ivfpq_kmeans(ARRAY['[0,0]','[0,0.1]','[10,10]','[10,10.1]']::vector[], 2)"
-    ).fetchone()[0]
-    assert len(centroids.strip("{}").split('","')) == 2
+    """The chain SQL -> glue -> core -> FAISS works in the server: the
+    centroids of two obvious pairs are the pairs' means."""
+    centroids = parse_vectors(conn.execute(
+        "SELECT ivfpq_kmeans(ARRAY['[0,0]','[0,0.1]','[10,10]','[10,10.2]']::vector[], 2)::text"
+    ).fetchone()[0])
+    assert len(centroids) == 2
+    for mean in ([0.0, 0.05], [10.0, 10.1]):
+        near = [c for c in centroids if max(abs(a - b) for a, b in zip(c, mean)) < 1e-4]
+        assert len(near) == 1, (mean, centroids)
