@@ -4,11 +4,13 @@
 -- database named in ivfpq.worker_databases; these functions are its
 -- interface, not meant to be called by hand (ivfpq_worker_status is).
 
--- One row per index the worker has looked at: its last build and its last
--- recall estimate.  Runtime state: not dumped, rebuilt as the worker goes.
+-- One row per partition the worker has looked at: its ivfpq index, the last
+-- build and the last recall estimate.  Keyed by partition: REINDEX
+-- CONCURRENTLY gives the rebuilt index a new OID under the old name.
+-- Runtime state: not dumped, rebuilt as the worker goes.
 CREATE TABLE ivfpq_worker_state (
-	index regclass PRIMARY KEY,
-	partition regclass NOT NULL,
+	partition regclass PRIMARY KEY,
+	index regclass NOT NULL,
 	phase text NOT NULL CHECK (phase IN ('building', 'done', 'failed', 'checked')),
 	reason text,				-- why it was (re)built: sealed, inherited, untrained, drift
 	started timestamptz,
@@ -28,31 +30,35 @@ FROM ivfpq_worker_state s;
 COMMENT ON VIEW ivfpq_worker_status IS
 	'what the ivfpq background worker did to each managed partition''s index: last build, errors, retries, recall estimates';
 
--- The worker is about to rebuild an index.
-CREATE FUNCTION ivfpq_worker_begin(index regclass, reason text) RETURNS void
+-- The worker is about to rebuild an index.  (Parameter names differ from the
+-- table's columns: in SQL functions a column name wins.)
+CREATE FUNCTION ivfpq_worker_begin(target regclass, why text) RETURNS void
 LANGUAGE sql VOLATILE AS $$
-	INSERT INTO ivfpq_worker_state AS s (index, partition, phase, reason, started)
-	SELECT i.indexrelid, i.indrelid, 'building', reason, pg_catalog.now()
-	FROM pg_catalog.pg_index i WHERE i.indexrelid = index
+	INSERT INTO ivfpq_worker_state AS s (partition, index, phase, reason, started)
+	SELECT i.indrelid, i.indexrelid, 'building', why, pg_catalog.now()
+	FROM pg_catalog.pg_index i WHERE i.indexrelid = target
 	ON CONFLICT ON CONSTRAINT ivfpq_worker_state_pkey DO UPDATE
-	SET phase = 'building', reason = excluded.reason, started = excluded.started, finished = NULL
+	SET index = excluded.index, phase = 'building', reason = excluded.reason,
+		started = excluded.started, finished = NULL
 $$;
 
--- A rebuild ended: done (error NULL), or failed and to be retried later.
-CREATE FUNCTION ivfpq_worker_end(index regclass, error text) RETURNS void
+-- A rebuild ended: done (failure NULL), or failed and to be retried after
+-- ivfpq.worker_retry_delay.  target is the index as named after the build.
+CREATE FUNCTION ivfpq_worker_end(target regclass, failure text) RETURNS void
 LANGUAGE sql VOLATILE AS $$
 	UPDATE ivfpq_worker_state s
-	SET phase = CASE WHEN error IS NULL THEN 'done' ELSE 'failed' END,
+	SET index = target,
+		phase = CASE WHEN failure IS NULL THEN 'done' ELSE 'failed' END,
 		finished = pg_catalog.now(),
-		rows = CASE WHEN error IS NULL THEN (SELECT st.rows FROM ivfpq_index_stats(index) st) ELSE s.rows END,
-		error = ivfpq_worker_end.error,
-		attempts = CASE WHEN error IS NULL THEN 0 ELSE s.attempts + 1 END,
-		next_attempt = CASE WHEN error IS NULL THEN NULL
+		rows = CASE WHEN failure IS NULL THEN (SELECT st.rows FROM ivfpq_index_stats(target) st) ELSE s.rows END,
+		error = failure,
+		attempts = CASE WHEN failure IS NULL THEN 0 ELSE s.attempts + 1 END,
+		next_attempt = CASE WHEN failure IS NULL THEN NULL
 			ELSE pg_catalog.now() + pg_catalog.current_setting('ivfpq.worker_retry_delay')::interval END,
-		-- a fresh build invalidates the last estimate
-		recall = CASE WHEN error IS NULL THEN NULL ELSE s.recall END,
-		recall_checked = CASE WHEN error IS NULL THEN NULL ELSE s.recall_checked END
-	WHERE s.index = ivfpq_worker_end.index
+		-- a fresh build makes the last estimate stale
+		recall = CASE WHEN failure IS NULL THEN NULL ELSE s.recall END,
+		recall_checked = CASE WHEN failure IS NULL THEN NULL ELSE s.recall_checked END
+	WHERE s.partition = (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = target)
 $$;
 
 -- Invalid ivfpq indexes that an interrupted REINDEX CONCURRENTLY left on
@@ -114,16 +120,16 @@ DECLARE
 	has_rows boolean;
 	why text;
 BEGIN
-	-- forget indexes that were dropped (retention, by hand)
+	-- forget partitions that were dropped (retention, by hand)
 	DELETE FROM ivfpq_worker_state s
-	WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.index);
+	WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.partition);
 
 	FOR p IN
 		SELECT w.partition, w.index, w.range_start, w.range_end, st.trained, st.inherited, st.built_at,
 			   s.phase, s.next_attempt, s.recall_checked
 		FROM ivfpq_worker_partitions() w
 		CROSS JOIN LATERAL ivfpq_index_stats(w.index) st
-		LEFT JOIN ivfpq_worker_state s ON s.index = w.index
+		LEFT JOIN ivfpq_worker_state s ON s.partition = w.partition
 		WHERE w.range_start <= now
 		  AND (s.next_attempt IS NULL OR s.next_attempt <= now)
 		ORDER BY w.range_end <= now DESC, w.range_end
@@ -149,10 +155,10 @@ BEGIN
 				RAISE LOG 'ivfpq worker: recall estimate of % failed: %', p.index, SQLERRM;
 				estimate := NULL;
 			END;
-			INSERT INTO ivfpq_worker_state AS s (index, partition, phase, recall, recall_checked)
-			VALUES (p.index, p.partition, 'checked', estimate, now)
+			INSERT INTO ivfpq_worker_state AS s (partition, index, phase, recall, recall_checked)
+			VALUES (p.partition, p.index, 'checked', estimate, now)
 			ON CONFLICT ON CONSTRAINT ivfpq_worker_state_pkey DO UPDATE
-			SET recall = excluded.recall, recall_checked = excluded.recall_checked;
+			SET index = excluded.index, recall = excluded.recall, recall_checked = excluded.recall_checked;
 			why := CASE WHEN estimate < threshold THEN 'drift' END;
 		END IF;
 		IF why IS NOT NULL THEN

@@ -353,11 +353,13 @@ TrainingMemoryBytes(const TrainConfig &config, size_t sample_rows)
 	size_t		pq;
 
 	/*
-	 * FAISS k-means: per-point assignment and distance, a few copies of the
+	 * FAISS k-means: per point an assignment (int64) and three floats (its
+	 * distance, and the per-point weights and distances of the iteration and
+	 * of the best run; measured: 20 bytes a row), a few copies of the
 	 * centroids (k-means state, best of several runs, the flat index) and
 	 * the 4096 x 1024 block of its BLAS distance computation.
 	 */
-	coarse = sample_rows * (sizeof(int64_t) + sizeof(float)) +
+	coarse = sample_rows * (sizeof(int64_t) + 3 * sizeof(float)) +
 		3 * lists * dim * sizeof(float) +
 		(4096 * 1024 + 4096 + 1024) * sizeof(float);
 
