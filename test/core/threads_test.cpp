@@ -67,20 +67,13 @@ TEST_F(OmpThreadCount, KMeansRestoresCountWhenCancelled)
 
 TEST_F(OmpThreadCount, TrainRestoresCount)
 {
-	TrainConfig config{};
+	/* 2 training threads, 3 iterations each, all rows, seed 5 */
+	TrainConfig config{{8, 4, 4, 8, Metric::L2}, 3, 3, 0, 5, 2};
 	size_t		n = 600;
 	std::vector<float> sample = GaussianFloats(n * 8, 1.0f, 13);
 	std::vector<float> centroids(4 * 8);
 	std::vector<float> codebooks(8 * 256);
 
-	config.dim = 8;
-	config.lists = 4;
-	config.m = 4;
-	config.nbits = 8;
-	config.coarse_iterations = 3;
-	config.pq_iterations = 3;
-	config.seed = 5;
-	config.threads = 2;
 	Train(config, sample.data(), n, centroids.data(), codebooks.data());
 	EXPECT_EQ(omp_get_max_threads(), kCallerThreads);
 }
