@@ -19,6 +19,7 @@ int			ivfpq_probes = 10;
 int			ivfpq_rerank = 100;
 int			ivfpq_max_probes = 0;
 int			ivfpq_table_cache_mb = 64;
+bool		ivfpq_share_rerank = true;
 
 /*
  * Called by core loops and FAISS threads: only reads signal-set flags, never
@@ -97,7 +98,13 @@ _PG_init(void)
 							"instead of a pass over all codewords.  0 disables the cache.",
 							&ivfpq_table_cache_mb, 64, 0, 65536,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomBoolVariable("ivfpq.share_rerank",
+							 "Shares ivfpq.rerank among the partitions' index scans of one ordered query.",
+							 "Under a MergeAppend of N ivfpq index scans each re-ranks ivfpq.rerank / N "
+							 "candidates per batch (at least 10) instead of ivfpq.rerank.",
+							 &ivfpq_share_rerank, true, PGC_USERSET, 0, NULL, NULL, NULL);
 	IvfpqWorkerInit();
+	IvfpqSiblingsInit();
 	MarkGUCPrefixReserved("ivfpq");
 
 	IvfpqInitReloptions();

@@ -215,6 +215,10 @@ extern void IvfpqNormalize(float *x, int dim, bool *is_zero);
 extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,
 							 ItemPointer tid, const uint8 *code);
 
+/* ---------- ivfpq_siblings.cpp ---------- */
+extern void IvfpqSiblingsInit(void);
+extern int	IvfpqSiblingScans(Oid index_oid);
+
 /* ---------- phase entry points ---------- */
 extern IndexBuildResult *ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo);
 extern void ivfpqbuildempty(Relation index);

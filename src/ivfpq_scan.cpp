@@ -44,6 +44,9 @@ extern "C"
  */
 #define IVFPQ_PREFETCH_SKIP 4096
 
+/* The least a scan re-ranks per batch when it shares ivfpq.rerank with siblings. */
+#define IVFPQ_MIN_SHARED_RERANK 10
+
 /* Candidates re-ranked between interrupt checks (a power of two). */
 #define IVFPQ_RERANK_CHECK_INTERVAL 64
 
@@ -320,6 +323,25 @@ IvfpqProbeMore(IndexScanDesc scan, int count)
 		IvfpqScanList(scan, so->list_order[so->next_list]);
 }
 
+/*
+ * Candidates re-ranked per batch: ivfpq.rerank, shared among the ivfpq scans
+ * a MergeAppend merges (ivfpq_siblings.cpp says why that keeps the recall),
+ * but never fewer than IVFPQ_MIN_SHARED_RERANK: a partition holding several
+ * of the nearest rows must still find them in its first batch.
+ */
+static int
+IvfpqBatchRerank(Oid index_oid)
+{
+	int			siblings;
+
+	if (ivfpq_rerank == 0 || !ivfpq_share_rerank)
+		return ivfpq_rerank;
+	siblings = IvfpqSiblingScans(index_oid);
+	if (siblings <= 1)
+		return ivfpq_rerank;
+	return Max((ivfpq_rerank + siblings - 1) / siblings, Min(ivfpq_rerank, IVFPQ_MIN_SHARED_RERANK));
+}
+
 /* First call of a scan: read the query, rank the lists, probe the first ones. */
 static void
 IvfpqStartScan(IndexScanDesc scan)
@@ -340,7 +362,7 @@ IvfpqStartScan(IndexScanDesc scan)
 
 	so->q = q = IvfpqGetQuantizer(index, true);
 	so->probes = ivfpq_probes;
-	so->rerank = ivfpq_rerank;
+	so->rerank = IvfpqBatchRerank(RelationGetRelid(index));
 
 	old_context = MemoryContextSwitchTo(so->scan_context);
 
