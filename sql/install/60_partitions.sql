@@ -454,6 +454,8 @@ BEGIN
 			WHERE b.range_to <= LEAST(now - config.retention, now)
 			ORDER BY b.range_from
 		LOOP
+			-- a concurrent rotation dropped it after this transaction's snapshot
+			CONTINUE WHEN to_regclass(old.qualified) IS NULL;
 			-- indexes that copied their codebooks from this partition's must
 			-- not name a dropped index (a dump would not restore)
 			PERFORM ivfpq_partition_forget_source(table_oid, old.partition);
@@ -492,11 +494,18 @@ BEGIN
 			EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
 						   schema_name, partition_name, table_oid,
 						   ivfpq_partition_literal(new_from, key_type), ivfpq_partition_literal(new_to, key_type));
-		EXCEPTION WHEN duplicate_table OR invalid_object_definition THEN
-			-- a concurrent rotation (in a snapshot that did not see it) made it
-			CONTINUE WHEN EXISTS (SELECT 1 FROM ivfpq_partition_bounds(table_oid) b
-								  WHERE b.range_from < new_to AND b.range_to > new_from);
-			RAISE;
+		EXCEPTION
+			-- A concurrent rotation made it after this transaction's snapshot
+			-- (REPEATABLE READ): the name now resolves to a partition of this
+			-- table (pg_partition_ancestors reads the latest catalog).
+			WHEN duplicate_table THEN
+				CONTINUE WHEN table_oid IN (SELECT a.relid FROM pg_partition_ancestors(
+					to_regclass(format('%I.%I', schema_name, partition_name))) a);
+				RAISE;
+			WHEN invalid_object_definition THEN		-- overlaps another partition
+				CONTINUE WHEN EXISTS (SELECT 1 FROM ivfpq_partition_bounds(table_oid) b
+									  WHERE b.range_from < new_to AND b.range_to > new_from);
+				RAISE;
 		END;
 		new_partition := format('%I.%I', schema_name, partition_name)::regclass;
 		IF (SELECT c.relowner FROM pg_class c WHERE c.oid = new_partition) <> owner THEN
