@@ -42,7 +42,12 @@ if ! ivfpq_build_install; then
 fi
 
 # 3. pg_regress + integration tests on a throwaway cluster
-IVFPQ_PG_CONF="${IVFPQ_PG_CONF:-}" ivfpq_cluster_start suite || { record "cluster start" 0 1; echo "${passed} passed, ${failed} failed"; exit 1; }
+# pg_cron schedules ivfpq_rotate() in test/integration/test_rotation.py.
+IVFPQ_SUITE_CONF="shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on"
+IVFPQ_PG_CONF="${IVFPQ_SUITE_CONF}
+${IVFPQ_PG_CONF:-}" ivfpq_cluster_start suite || { record "cluster start" 0 1; echo "${passed} passed, ${failed} failed"; exit 1; }
 
 echo "== pg_regress"
 make -s installcheck PG_CONFIG="$IVFPQ_PGBIN/pg_config" >.tmp/regress.log 2>&1
