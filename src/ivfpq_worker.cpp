@@ -256,18 +256,28 @@ IvfpqLauncherMain(Datum main_arg)
 /*
  * Run one SQL command as a top-level statement, the way a client's simple
  * query would: its own transaction(s), no SPI, so REINDEX CONCURRENTLY and
- * DROP INDEX CONCURRENTLY may commit and start transactions inside.  Errors
- * propagate (the caller catches them).  Shows in pg_stat_activity.
+ * DROP INDEX CONCURRENTLY may commit and start transactions inside.  Parse
+ * trees and plans live in a context of their own, as exec_simple_query keeps
+ * them in MessageContext: those commands free the transaction's memory while
+ * their portal still runs.  Errors propagate (the caller catches them).
+ * Shows in pg_stat_activity.
  */
 static void
 IvfpqRunTopLevel(const char *sql)
 {
+	static MemoryContext command_context = NULL;	/* reset by each command */
+	MemoryContext caller_context = CurrentMemoryContext;
 	List	   *parsetrees;
 	ListCell   *cell;
 
+	if (command_context == NULL)
+		command_context = AllocSetContextCreate(TopMemoryContext, "ivfpq worker command",
+												ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(command_context);	/* what a failed command left */
 	SetCurrentStatementStartTimestamp();
 	pgstat_report_activity(STATE_RUNNING, sql);
 	StartTransactionCommand();
+	MemoryContextSwitchTo(command_context);
 	parsetrees = pg_parse_query(sql);
 	foreach(cell, parsetrees)
 	{
@@ -301,8 +311,13 @@ IvfpqRunTopLevel(const char *sql)
 		receiver->rDestroy(receiver);
 		PortalDrop(portal, false);
 		CommandCounterIncrement();
+		/* PortalRun may have switched contexts; stay in ours for the next statement. */
+		MemoryContextSwitchTo(command_context);
 	}
 	CommitTransactionCommand();
+	/* Commit leaves TopMemoryContext current; go back to the caller's. */
+	MemoryContextSwitchTo(caller_context);
+	MemoryContextReset(command_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
@@ -345,18 +360,25 @@ IvfpqWorkerQuery(const char *sql, int nargs, const char **args)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* Commit leaves TopMemoryContext current; go back to the caller's. */
+	MemoryContextSwitchTo(caller_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return rows;
 }
 
 /*
  * The extension's schema in this database, quoted for SQL, or NULL when
- * ivfpq is not installed here (the worker then waits for it).
+ * ivfpq is not installed here (the worker then waits for it).  Also makes it
+ * the session's search_path: the worker's SQL functions name the extension's
+ * objects unqualified.
  */
 static char *
 IvfpqWorkerSchema(void)
 {
-	List	   *rows = IvfpqWorkerQuery("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e "
+	List	   *rows = IvfpqWorkerQuery("SELECT pg_catalog.quote_ident(n.nspname) || "
+										"pg_catalog.left(pg_catalog.set_config('search_path', "
+										"pg_catalog.quote_ident(n.nspname) || ', pg_catalog', false), 0) "
+										"FROM pg_catalog.pg_extension e "
 										"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
 										"WHERE e.extname = 'ivfpq'", 0, NULL);
 

@@ -1,8 +1,9 @@
 
 -- 70_worker.sql: what the background worker (src/ivfpq_worker.cpp) records
 -- and the SQL side of its decisions.  The worker runs as a superuser in each
--- database named in ivfpq.worker_databases; these functions are its
--- interface, not meant to be called by hand (ivfpq_worker_status is).
+-- database named in ivfpq.worker_databases, with search_path set to the
+-- extension's schema; these functions are its interface, not meant to be
+-- called by hand (ivfpq_worker_status is).
 
 -- One row per partition the worker has looked at: its ivfpq index, the last
 -- build and the last recall estimate.  Keyed by partition: REINDEX
@@ -72,35 +73,9 @@ LANGUAGE sql VOLATILE AS $$
 	JOIN pg_catalog.pg_am am ON am.oid = c.relam AND am.amname = 'ivfpq'
 	WHERE NOT i.indisvalid
 	  AND c.relname ~ '_cc(new|old)[0-9]*$'
-	  AND i.indrelid IN (SELECT p.partition FROM ivfpq_worker_partitions() p)
+	  AND i.indrelid IN (SELECT p.partition FROM ivfpq_partitions() p)
 	  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
 					  WHERE l.relation = c.oid AND l.pid <> pg_catalog.pg_backend_pid())
-$$;
-
--- The managed partitioned tables (interim: every range-partitioned table;
--- replaced by the ivfpq_manage configuration).
-CREATE FUNCTION ivfpq_worker_managed_parents(OUT parent regclass) RETURNS SETOF regclass
-LANGUAGE sql STABLE AS $$
-	SELECT partrelid::regclass FROM pg_catalog.pg_partitioned_table WHERE partstrat = 'r'
-$$;
-
--- Every leaf partition of a managed table with its time range and its
--- ivfpq index (one row per index).
-CREATE FUNCTION ivfpq_worker_partitions(
-	OUT parent regclass, OUT partition regclass, OUT range_start timestamptz, OUT range_end timestamptz,
-	OUT index regclass)
-RETURNS SETOF record LANGUAGE sql STABLE AS $$
-	SELECT i.inhparent::regclass, c.oid::regclass, b.bounds[1]::timestamptz, b.bounds[2]::timestamptz,
-		   x.indexrelid::regclass
-	FROM pg_catalog.pg_inherits i
-	JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relkind = 'r'
-	JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = i.inhparent AND pt.partstrat = 'r'
-	CROSS JOIN LATERAL pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-											   'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') AS b(bounds)
-	JOIN pg_catalog.pg_index x ON x.indrelid = c.oid AND x.indisvalid
-	JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
-	JOIN pg_catalog.pg_am am ON am.oid = ic.relam AND am.amname = 'ivfpq'
-	WHERE i.inhparent IN (SELECT m.parent FROM ivfpq_worker_managed_parents() m)
 $$;
 
 -- What the worker should rebuild next, if anything (zero or one row):
@@ -125,20 +100,20 @@ BEGIN
 	WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.partition);
 
 	FOR p IN
-		SELECT w.partition, w.index, w.range_start, w.range_end, st.trained, st.inherited, st.built_at,
+		SELECT w.partition, w.index, w.range_from, w.range_to, st.trained, st.inherited, st.built_at,
 			   s.phase, s.next_attempt, s.recall_checked
-		FROM ivfpq_worker_partitions() w
+		FROM ivfpq_partitions() w
 		CROSS JOIN LATERAL ivfpq_index_stats(w.index) st
 		LEFT JOIN ivfpq_worker_state s ON s.partition = w.partition
-		WHERE w.range_start <= now
+		WHERE w.index IS NOT NULL AND w.range_from <= now
 		  AND (s.next_attempt IS NULL OR s.next_attempt <= now)
-		ORDER BY w.range_end <= now DESC, w.range_end
+		ORDER BY w.range_to <= now DESC, w.range_to
 	LOOP
 		why := NULL;
-		IF p.range_end <= now THEN
+		IF p.range_to <= now THEN
 			why := CASE WHEN NOT p.trained THEN 'untrained'
 						WHEN p.inherited THEN 'inherited'
-						WHEN p.built_at IS NULL OR p.built_at < p.range_end THEN 'sealed' END;
+						WHEN p.built_at IS NULL OR p.built_at < p.range_to THEN 'sealed' END;
 			-- an empty sealed partition would only be rebuilt untrained again
 			IF why IS NOT NULL AND NOT p.trained THEN
 				EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s)', p.partition) INTO STRICT has_rows;
