@@ -2,12 +2,14 @@
 -- over a partitioned parent) each partition re-ranks ivfpq.rerank / N
 -- candidates per batch (at least 10), not ivfpq.rerank: less heap work for
 -- the same neighbours.
-CREATE TABLE shared (id int, part int, e vector(16)) PARTITION BY LIST (part);
+-- pad makes each row about 1 kB, so candidates fetched are pages touched
+CREATE TABLE shared (id int, part int, e vector(16), pad text) PARTITION BY LIST (part);
 DO $$
 BEGIN
 	FOR p IN 0..9 LOOP
 		EXECUTE format('CREATE TABLE shared_%s PARTITION OF shared FOR VALUES IN (%s)', p, p);
-		EXECUTE format('INSERT INTO shared_%s SELECT i, %s, ARRAY(SELECT (i %% 7) * 2 + sin(i * d + %s) FROM generate_series(1, 16) d)::vector
+		EXECUTE format('INSERT INTO shared_%s SELECT i, %s, ARRAY(SELECT (i %% 7) * 2 + sin(i * d + %s) FROM generate_series(1, 16) d)::vector,
+							(SELECT string_agg(md5(i::text || g::text), '''') FROM generate_series(1, 28) g)
 						FROM generate_series(%s, %s) i', p, p, p, p * 2000 + 1, p * 2000 + 2000);
 		EXECUTE format('CREATE INDEX ON shared_%s USING ivfpq (e) WITH (lists = 8, m = 8)', p);
 	END LOOP;

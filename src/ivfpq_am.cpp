@@ -168,17 +168,24 @@ IvfpqView(const IvfpqQuantizer *q)
 #define IVFPQ_DIMS_PER_OPERATOR 64
 
 /*
- * Cost: all work (centroid distances, probed lists, rerank fetches) happens
- * before the first row, so it is all startup cost.  Without an ORDER BY
- * distance the index is useless: return a prohibitive cost.
+ * Cost.  The first batch (distances to all centroids, the probed lists,
+ * the re-rank of the best candidates) is computed before the first row, so
+ * it is startup cost.  Every further row costs a heap fetch and an exact
+ * distance (the iterative scan re-ranks the next candidates and probes
+ * further lists), so returning all rows is far dearer than the first batch:
+ * with LIMIT k the planner then prefers a MergeAppend of partitions' index
+ * scans (the sum of their startup costs) over sorting everything they would
+ * return.  Without an ORDER BY distance the index is useless: a prohibitive
+ * cost.
  *
  * The numbers: genericcostestimate charges for the index pages and entries
  * of the probed fraction (ivfpq.probes / lists) of the index.  On top of it:
  * one distance to every centroid, and for each of the ivfpq.rerank best
- * candidates a heap fetch plus an exact distance.  Those fetches go to
- * scattered heap pages (the candidates are sorted by block, but a hundred
- * candidates among millions of rows rarely share a page), so each is a
- * random page read of the table's tablespace, not a sequential one.
+ * candidates (then for every other row) a heap fetch plus an exact distance.
+ * Those fetches go to scattered heap pages (the candidates are sorted by
+ * block, but a hundred candidates among millions of rows rarely share a
+ * page), so each is a random page read of the table's tablespace, not a
+ * sequential one.
  */
 static void
 ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
@@ -191,8 +198,10 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	IvfpqMetaPageData meta;
 	double		ratio;
 	double		tuples = path->indexinfo->tuples;
+	double		first_batch = Min((double) ivfpq_rerank, tuples);
 	double		heap_random_page_cost;
 	double		distance_cost;
+	double		fetch_cost;
 
 	if (path->indexorderbys == NIL)
 	{
@@ -218,11 +227,10 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 
 	distance_cost = cpu_operator_cost * Max(1, meta.shape.dim / IVFPQ_DIMS_PER_OPERATOR);
 	get_tablespace_page_costs(path->indexinfo->rel->reltablespace, &heap_random_page_cost, NULL);
-	costs.indexTotalCost += meta.shape.lists * distance_cost;
-	costs.indexTotalCost += Min(ivfpq_rerank, tuples) * (heap_random_page_cost + distance_cost);
+	fetch_cost = heap_random_page_cost + distance_cost;
 
-	*indexStartupCost = costs.indexTotalCost;
-	*indexTotalCost = costs.indexTotalCost;
+	*indexStartupCost = costs.indexTotalCost + meta.shape.lists * distance_cost + first_batch * fetch_cost;
+	*indexTotalCost = *indexStartupCost + Max(tuples - first_batch, 0) * fetch_cost;
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = costs.numIndexPages;

@@ -56,9 +56,11 @@ LANGUAGE sql VOLATILE AS $$
 		attempts = CASE WHEN failure IS NULL THEN 0 ELSE s.attempts + 1 END,
 		next_attempt = CASE WHEN failure IS NULL THEN NULL
 			ELSE pg_catalog.now() + pg_catalog.current_setting('ivfpq.worker_retry_delay')::interval END,
-		-- a fresh build makes the last estimate stale
+		-- a fresh build makes the last estimate stale; the next one waits a
+		-- full ivfpq.recall_check_interval, so data the index cannot reach
+		-- the threshold on is not retrained over and over
 		recall = CASE WHEN failure IS NULL THEN NULL ELSE s.recall END,
-		recall_checked = CASE WHEN failure IS NULL THEN NULL ELSE s.recall_checked END
+		recall_checked = CASE WHEN failure IS NULL THEN pg_catalog.now() ELSE s.recall_checked END
 	WHERE s.partition = (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = target)
 $$;
 

@@ -76,10 +76,15 @@ ivfpq_cluster_start() {
     rm -rf "$IVFPQ_CLUSTER_DIR"
     mkdir -p "$IVFPQ_CLUSTER_DIR"
     [ "$(id -u)" = 0 ] && chown postgres: "$IVFPQ_CLUSTER_DIR"
-    PGPORT="$(ivfpq_free_port)"
     ivfpq_as_pg "$IVFPQ_PGBIN/initdb" -D "$IVFPQ_CLUSTER_DIR/data" -U postgres --auth=trust \
         --no-sync >"$IVFPQ_CLUSTER_DIR/initdb.log" 2>&1 || { cat "$IVFPQ_CLUSTER_DIR/initdb.log"; return 1; }
-    cat >>"$IVFPQ_CLUSTER_DIR/data/postgresql.conf" <<CONF
+    cp "$IVFPQ_CLUSTER_DIR/data/postgresql.conf" "$IVFPQ_CLUSTER_DIR/postgresql.conf.initdb"
+    # Another cluster may take the free port between the check and the start: retry.
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        PGPORT="$(ivfpq_free_port)"
+        cp "$IVFPQ_CLUSTER_DIR/postgresql.conf.initdb" "$IVFPQ_CLUSTER_DIR/data/postgresql.conf"
+        cat >>"$IVFPQ_CLUSTER_DIR/data/postgresql.conf" <<CONF
 port = $PGPORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$IVFPQ_CLUSTER_DIR'
@@ -89,8 +94,16 @@ maintenance_work_mem = 1GB
 max_parallel_maintenance_workers = 1
 ${IVFPQ_PG_CONF:-}
 CONF
-    ivfpq_as_pg "$IVFPQ_PGBIN/pg_ctl" -D "$IVFPQ_CLUSTER_DIR/data" -l "$IVFPQ_CLUSTER_DIR/server.log" \
-        -w -t 60 start >/dev/null || { cat "$IVFPQ_CLUSTER_DIR/server.log"; return 1; }
+        chown postgres: "$IVFPQ_CLUSTER_DIR/data/postgresql.conf" 2>/dev/null || true
+        if ivfpq_as_pg "$IVFPQ_PGBIN/pg_ctl" -D "$IVFPQ_CLUSTER_DIR/data" -l "$IVFPQ_CLUSTER_DIR/server.log" \
+            -w -t 60 start >/dev/null; then
+            break
+        fi
+        if [ "$attempt" = 5 ] || ! grep -q "Address already in use" "$IVFPQ_CLUSTER_DIR/server.log"; then
+            cat "$IVFPQ_CLUSTER_DIR/server.log"; return 1
+        fi
+        sleep 1
+    done
     export PGHOST="$IVFPQ_CLUSTER_DIR" PGPORT PGUSER=postgres PGDATABASE=postgres
     trap ivfpq_cluster_stop EXIT
     echo "== cluster $name running on port $PGPORT ($IVFPQ_CLUSTER_DIR)"
