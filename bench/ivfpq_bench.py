@@ -118,11 +118,43 @@ SETTINGS = ("shared_buffers", "maintenance_work_mem", "work_mem", "jit", "max_pa
             "max_parallel_workers_per_gather", "effective_cache_size", "fsync")
 
 
+def ivfpq_settings(conn):
+    """Every ivfpq.* setting of this session (the library is loaded first, so all are listed)."""
+    try:
+        conn.execute("SELECT '[1]'::vector")
+    except psycopg.Error:
+        pass
+    names = [r[0] for r in conn.execute("SELECT name FROM pg_settings WHERE name LIKE 'ivfpq.%' ORDER BY name")]
+    return {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in names}
+
+
 def server_settings(conn):
     out = {}
-    for name in SETTINGS + ("ivfpq.probes", "ivfpq.rerank", "ivfpq.max_probes", "ivfpq.table_cache_mb"):
+    for name in SETTINGS:
         out[name] = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()[0]
+    out.update(ivfpq_settings(conn))
     return out
+
+
+def library_notes(conn):
+    """The ivfpq library Postgres loads (path, mtime, sha256 prefix) and whether it is this
+    tree's build: make install from another tree swaps it for new connections."""
+    import hashlib
+    try:
+        libdir = conn.execute("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").fetchone()[0]
+        path = os.path.join(libdir, "ivfpq.so")
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except (psycopg.Error, OSError) as e:
+        return {"error": str(e)}
+    tree = os.path.join(os.path.dirname(HERE), "ivfpq.so")
+    try:
+        with open(tree, "rb") as f:
+            same = hashlib.sha256(f.read()).hexdigest() == digest
+    except OSError:
+        same = None
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec="seconds")
+    return {"path": path, "mtime": mtime, "sha256": digest[:16], "same_as_tree_build": same}
 
 
 def machine_notes(conn):
@@ -137,6 +169,7 @@ def machine_notes(conn):
         "numpy": np.__version__,
         "psycopg": psycopg.__version__,
         "git": git_revision(),
+        "library": library_notes(conn),
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
     }
 
@@ -273,6 +306,7 @@ def report_head(title, result, faiss_note=""):
             f"{', '.join(map(str, env['load_average']))})",
             f"- {env['postgres']}",
             f"- FAISS {env['faiss']}{faiss_note}, numpy {env['numpy']}, psycopg {env['psycopg']}, git {env['git']}",
+            "- ivfpq library: " + (", ".join(f"{k} {v}" for k, v in env["library"].items()) if env.get("library") else "?"),
             "- Postgres settings: " + ", ".join(f"{k} = {v}" for k, v in result["settings"].items() if v is not None),
             f"- queries: {result['nqueries']} per setting, issued one at a time (prepared statement, "
             f"binary vector parameter); recall@10 against exact ground truth (FAISS IndexFlat)",

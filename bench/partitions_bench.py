@@ -79,12 +79,18 @@ def parse_args(argv=None):
     ap.add_argument("--part-probes", type=int_list, default=[1, 2, 3, 4, 6, 8, 12, 16],
                     help="ivfpq.probes values on the partitioned side; values above the lists are skipped "
                     "(default %(default)s)")
-    ap.add_argument("--part-rerank", type=int_list, default=[10, 20, 50, 100],
-                    help="ivfpq.rerank values on the partitioned side (default %(default)s)")
+    ap.add_argument("--part-rerank", type=int_list,
+                    help="ivfpq.rerank values on the partitioned side (default: 10,20,50,100 per partition scan, "
+                    "i.e. those times P while ivfpq.share_rerank is on, as it is by default: then the value is "
+                    "shared among the partitions' scans, each re-ranking rerank / P, at least 10)")
     ap.add_argument("--single-probes", type=int_list, default=[2, 4, 8, 16, 32, 64, 128],
                     help="ivfpq.probes values on the single table (default %(default)s)")
     ap.add_argument("--single-rerank", type=int_list, default=[10, 20, 50, 100, 200],
                     help="ivfpq.rerank values on the single table (default %(default)s)")
+    ap.add_argument("--part-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="SET on the partitioned side's connection, e.g. ivfpq.share_rerank=off (repeatable)")
+    ap.add_argument("--single-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="SET on the single table's connection (repeatable)")
     ap.add_argument("--metric", choices=sorted(pgclient.OPCLASSES), default="l2",
                     help="l2 (vector_l2_ops), ip (vector_ip_ops) or cosine (vector_cosine_ops)")
     ap.add_argument("--nqueries", type=int, default=500, help="queries per setting (default %(default)s)")
@@ -107,11 +113,28 @@ def parse_args(argv=None):
         ap.error("--partitions and --rows-per-partition must be positive")
     if args.dataset == "fashion-mnist" and args.partitions * args.rows_per_partition > FASHION_ROWS:
         ap.error(f"fashion-mnist has {FASHION_ROWS} rows: {args.partitions} x {args.rows_per_partition} do not fit")
+    for item in args.part_set + args.single_set:
+        if "=" not in item:
+            ap.error(f"--part-set/--single-set take NAME=VALUE, not {item!r}")
     try:
         args.start = datetime.datetime.fromisoformat(args.start_date).replace(tzinfo=datetime.timezone.utc)
     except ValueError:
         ap.error(f"--start-date {args.start_date!r} is not a date (YYYY-MM-DD)")
     return args
+
+
+def apply_settings(conn, items):
+    """SET each NAME=VALUE on conn (set_config, so values need no quoting)."""
+    for item in items:
+        name, value = (x.strip() for x in item.split("=", 1))
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def default_part_rerank(conn, partitions):
+    """10, 20, 50, 100 re-ranked rows per partition scan, as ivfpq.rerank values for this session."""
+    per_scan = [10, 20, 50, 100]
+    share = conn.execute("SELECT current_setting('ivfpq.share_rerank', true)").fetchone()[0]
+    return [r * partitions for r in per_scan] if share == "on" else per_scan
 
 
 def default_lists(rows):
@@ -279,6 +302,16 @@ def seal_and_retrain(conn, args, partitions, dim):
 # Report
 # --------------------------------------------------------------------------
 
+def session_text(result, side):
+    """The SETs given for one side's connection and its ivfpq.share_rerank."""
+    session = result["session_settings"][side]
+    shown = list(session["set"])
+    share = session["ivfpq"].get("ivfpq.share_rerank")
+    if share is not None and not any(s.split("=")[0].strip() == "ivfpq.share_rerank" for s in shown):
+        shown.append(f"ivfpq.share_rerank={share}")
+    return ", ".join(f"`{s}`" for s in shown) or "defaults"
+
+
 def setting_text(row):
     return f"{row['qps']:.1f} ({row['probes']}, {row['rerank']}, {row['recall@10']:.3f})" if row else "not reached"
 
@@ -321,7 +354,7 @@ def summary_lines(result):
     for target, c in result["comparison"].items():
         ratio = c["single_over_partitioned"]
         if ratio is None:
-            verdict = "not reached on both sides"
+            verdict = "no ratio: not reached on both sides"
         elif ratio >= 1:
             verdict = f"partitioned is {ratio:.2f}x slower"
         else:
@@ -356,6 +389,7 @@ def markdown(result):
               f"| tables | {PARENT}: {P} daily partitions from {result['start_date']} (range on ts), {R} rows each "
               f"| {SINGLE}: {ds['rows']} rows |",
               f"| index | one per partition: `{part['index_sql']}` (and likewise) | `{single['index_sql']}` |",
+              f"| session | {session_text(result, 'partitioned')} | {session_text(result, 'single')} |",
               f"| lists, m | {part['stats'] and part['stats'].get('lists')}, {part['stats'] and part['stats'].get('m')} "
               f"per partition | {single['stats'] and single['stats'].get('lists')}, "
               f"{single['stats'] and single['stats'].get('m')} |",
@@ -416,12 +450,20 @@ def main(argv=None):
         conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
         for c in conns.values():
             pgclient.register_vector(c)
+        # Server-wide settings first, then each side's own SETs.
+        environment, settings = ivfpq_bench.machine_notes(conn), ivfpq_bench.server_settings(conn)
+        apply_settings(conns["partitioned"], args.part_set)
+        apply_settings(conns["single"], args.single_set)
+        args.part_rerank = args.part_rerank or default_part_rerank(conns["partitioned"], P)
         result = {"dataset": {"name": ds.name, "rows": N, "dim": int(ds.dim)}, "metric": args.metric,
                   "partitions": P, "rows_per_partition": R, "start_date": args.start_date,
                   "part_lists": part_lists, "single_lists": single_lists, "m": args.m, "nqueries": nq,
                   "part_probes": args.part_probes, "part_reranks": args.part_rerank,
                   "single_probes": args.single_probes, "single_reranks": args.single_rerank,
-                  "environment": ivfpq_bench.machine_notes(conn), "settings": ivfpq_bench.server_settings(conn),
+                  "environment": environment, "settings": settings,
+                  "session_settings": {side: {"set": getattr(args, f"{short}_set"),
+                                              "ivfpq": ivfpq_bench.ivfpq_settings(conns[side])}
+                                       for side, short in (("partitioned", "part"), ("single", "single"))},
                   "notes": []}
 
         # 1-2. both layouts, same rows
@@ -445,6 +487,10 @@ def main(argv=None):
                     "single": ivfpq_bench.sweep_settings(args.single_probes, args.single_rerank, single_lists)}
         rows = interleaved_sweep(conns, settings, queries, truth, args)
         result["environment"]["load_average_after_sweep"] = [round(x, 2) for x in os.getloadavg()]
+        library = ivfpq_bench.library_notes(conn)
+        if library.get("sha256") != environment["library"].get("sha256"):
+            result["notes"].append(f"the installed ivfpq library changed during the run ({library.get('mtime')}); "
+                                   "the sweep's connections kept the one they loaded at the start")
         part["rows"], single["rows"] = rows["partitioned"], rows["single"]
         result["partitioned"], result["single"] = part, single
 
