@@ -33,7 +33,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psycopg
@@ -119,11 +118,43 @@ SETTINGS = ("shared_buffers", "maintenance_work_mem", "work_mem", "jit", "max_pa
             "max_parallel_workers_per_gather", "effective_cache_size", "fsync")
 
 
+def ivfpq_settings(conn):
+    """Every ivfpq.* setting of this session (the library is loaded first, so all are listed)."""
+    try:
+        conn.execute("SELECT '[1]'::vector")
+    except psycopg.Error:
+        pass
+    names = [r[0] for r in conn.execute("SELECT name FROM pg_settings WHERE name LIKE 'ivfpq.%' ORDER BY name")]
+    return {name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in names}
+
+
 def server_settings(conn):
     out = {}
-    for name in SETTINGS + ("ivfpq.probes", "ivfpq.rerank", "ivfpq.max_probes"):
+    for name in SETTINGS:
         out[name] = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()[0]
+    out.update(ivfpq_settings(conn))
     return out
+
+
+def library_notes(conn):
+    """The ivfpq library Postgres loads (path, mtime, sha256 prefix) and whether it is this
+    tree's build: make install from another tree swaps it for new connections."""
+    import hashlib
+    try:
+        libdir = conn.execute("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").fetchone()[0]
+        path = os.path.join(libdir, "ivfpq.so")
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except (psycopg.Error, OSError) as e:
+        return {"error": str(e)}
+    tree = os.path.join(os.path.dirname(HERE), "ivfpq.so")
+    try:
+        with open(tree, "rb") as f:
+            same = hashlib.sha256(f.read()).hexdigest() == digest
+    except OSError:
+        same = None
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone().isoformat(timespec="seconds")
+    return {"path": path, "mtime": mtime, "sha256": digest[:16], "same_as_tree_build": same}
 
 
 def machine_notes(conn):
@@ -138,6 +169,7 @@ def machine_notes(conn):
         "numpy": np.__version__,
         "psycopg": psycopg.__version__,
         "git": git_revision(),
+        "library": library_notes(conn),
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
     }
 
@@ -146,42 +178,72 @@ def machine_notes(conn):
 # Postgres side
 # --------------------------------------------------------------------------
 
-def measure(conn, queries, truth, metric, warmup):
+def measure(conn, queries, truth, metric, warmup, table="items"):
     """Run the queries one at a time; return latency summary + recall@10."""
-    ids, lat = pgclient.run_queries(conn, queries, metric, K, warmup=warmup)
+    ids, lat = pgclient.run_queries(conn, queries, metric, K, table, warmup=warmup)
     out = pgclient.latency_summary(lat)
     out["recall@10"] = datasets.recall_at(ids, truth)
     return out
 
 
-def create_index(conn, metric, lists, m, maintenance_work_mem, extra_options):
-    """Drop and create the ivfpq index; return (seconds, index size in bytes, stats dict or None)."""
-    conn.execute("DROP INDEX IF EXISTS items_embedding_ivfpq")
+def index_options(lists=None, m=None, extra_options=""):
+    """The WITH (...) text of an ivfpq index: lists and m when given, then extra options."""
+    parts = [f"lists = {lists}" if lists else "", f"m = {m}" if m else "", extra_options or ""]
+    return ", ".join(p for p in parts if p)
+
+
+def index_stats(conn, index):
+    """ivfpq_index_stats(index) as a dict, or None (logged) when it fails."""
+    try:
+        cur = conn.execute("SELECT * FROM ivfpq_index_stats(%s::regclass)", (index,))
+        names = [c.name for c in cur.description]
+        return dict(zip(names, cur.fetchone()))
+    except psycopg.Error as e:
+        log(f"pg: ivfpq_index_stats failed: {e}")
+        return None
+
+
+def create_index(conn, metric, options, maintenance_work_mem, table="items", index="items_embedding_ivfpq",
+                 verbose=True):
+    """Drop and create an ivfpq index WITH (options), after a CHECKPOINT; return
+    (seconds, index size in bytes, ivfpq_index_stats dict or None, the CREATE INDEX text)."""
+    conn.execute(f"DROP INDEX IF EXISTS {index}")
     conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
-    options = f"lists = {lists}, m = {m}" + (f", {extra_options}" if extra_options else "")
-    sql = (f"CREATE INDEX items_embedding_ivfpq ON items USING ivfpq "
-           f"(embedding {pgclient.OPCLASSES[metric]}) WITH ({options})")
-    log(f"pg: {sql}  -- maintenance_work_mem = {maintenance_work_mem}")
+    with_clause = f" WITH ({options})" if options else ""
+    sql = f"CREATE INDEX {index} ON {table} USING ivfpq (embedding {pgclient.OPCLASSES[metric]}){with_clause}"
+    if verbose:
+        log(f"pg: {sql}  -- maintenance_work_mem = {maintenance_work_mem}")
     try:
         conn.execute("CHECKPOINT")
     except psycopg.Error:
         pass
     notices = []
-    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
-    t0 = time.perf_counter()
-    conn.execute(sql)
-    secs = time.perf_counter() - t0
-    for n in notices:
-        log(f"pg: NOTICE: {n}")
-    size = conn.execute("SELECT pg_relation_size('items_embedding_ivfpq')").fetchone()[0]
-    stats = None
+    handler = lambda d: notices.append(d.message_primary)  # noqa: E731
+    conn.add_notice_handler(handler)
     try:
-        cur = conn.execute("SELECT * FROM ivfpq_index_stats('items_embedding_ivfpq')")
-        names = [c.name for c in cur.description]
-        stats = dict(zip(names, cur.fetchone()))
-    except psycopg.Error as e:
-        log(f"pg: ivfpq_index_stats failed: {e}")
-    return secs, size, stats, sql
+        secs = pgclient.timed(conn, sql)
+    finally:
+        conn.remove_notice_handler(handler)
+    for n in notices:
+        log(f"pg: NOTICE ({index}): {n}")
+    size = conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
+    return secs, size, index_stats(conn, index), sql
+
+
+def sweep_settings(probes, reranks, max_probes=None):
+    """The (probes, rerank) pairs of a sweep: rerank 0 (PQ order) or at least K, probes <= max_probes."""
+    return [(p, r) for p in probes for r in reranks
+            if (not r or r >= K) and (max_probes is None or p <= max_probes)]
+
+
+def measure_setting(conn, probes, rerank, queries, truth, metric, warmup, table="items", label="pg"):
+    """SET ivfpq.probes and ivfpq.rerank, run the queries; return the row (setting, latency, recall)."""
+    conn.execute(f"SET ivfpq.probes = {int(probes)}")
+    conn.execute(f"SET ivfpq.rerank = {int(rerank)}")
+    row = {"probes": probes, "rerank": rerank, **measure(conn, queries, truth, metric, warmup, table)}
+    log(f"{label}: probes {probes:4d} rerank {rerank:4d}  recall@10 {row['recall@10']:.3f}  "
+        f"QPS {row['qps']:8.1f}  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+    return row
 
 
 def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries, after_each=None):
@@ -190,29 +252,13 @@ def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries, afte
     after_each(probes, rerank), if given, runs right after each setting: the
     FAISS baseline measures the same setting there, so both sides of a ratio
     are timed within seconds of each other on this noisy shared machine."""
-    notes = []
-    plan = pgclient.explain(conn, queries[0], metric, K)
-    if "items_embedding_ivfpq" not in plan:
-        notes.append("planner did not choose the ivfpq index; enable_seqscan set off for the sweep")
-        log("pg: WARNING: the planner did not choose the ivfpq index:\n" + plan)
-        conn.execute("SET enable_seqscan = off")
-        plan = pgclient.explain(conn, queries[0], metric, K)
-        if "items_embedding_ivfpq" not in plan:
-            raise RuntimeError("the ivfpq index is not used even with enable_seqscan = off:\n" + plan)
+    plan, notes = pgclient.index_plan(conn, queries[0], lambda text: "items_embedding_ivfpq" in text,
+                                      metric, K, log=log)
     rows = []
-    for p in probes:
-        for r in reranks:
-            if r and r < K:
-                continue
-            conn.execute(f"SET ivfpq.probes = {int(p)}")
-            conn.execute(f"SET ivfpq.rerank = {int(r)}")
-            res = measure(conn, queries, truth, metric, warmup_queries)
-            row = {"probes": p, "rerank": r, **res}
-            rows.append(row)
-            log(f"pg: probes {p:4d} rerank {r:4d}  recall@10 {row['recall@10']:.3f}  QPS {row['qps']:8.1f}  "
-                f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
-            if after_each:
-                after_each(p, r)
+    for p, r in sweep_settings(probes, reranks):
+        rows.append(measure_setting(conn, p, r, queries, truth, metric, warmup_queries))
+        if after_each:
+            after_each(p, r)
     return rows, plan, notes
 
 
@@ -250,22 +296,29 @@ def mib(b):
     return f"{b / 2**20:.1f} MiB"
 
 
+def report_head(title, result, faiss_note=""):
+    """The title, exact command line and "Machine and settings" section of a Markdown report."""
+    env = result["environment"]
+    return [f"# {title}", "", "```", env["command"], "```", "",
+            "## Machine and settings", "",
+            f"- date: {env['date']}",
+            f"- CPU: {env['cpu']}, {env['cores']} cores (shared machine; load average at start "
+            f"{', '.join(map(str, env['load_average']))})",
+            f"- {env['postgres']}",
+            f"- FAISS {env['faiss']}{faiss_note}, numpy {env['numpy']}, psycopg {env['psycopg']}, git {env['git']}",
+            "- ivfpq library: " + (", ".join(f"{k} {v}" for k, v in env["library"].items()) if env.get("library") else "?"),
+            "- Postgres settings: " + ", ".join(f"{k} = {v}" for k, v in result["settings"].items() if v is not None),
+            f"- queries: {result['nqueries']} per setting, issued one at a time (prepared statement, "
+            f"binary vector parameter); recall@10 against exact ground truth (FAISS IndexFlat)",
+            ""]
+
+
 def markdown(result):
     """The results as a Markdown report."""
-    env, ds, tbl = result["environment"], result["dataset"], result["table"]
+    ds, tbl = result["dataset"], result["table"]
     pg, fa, cmp_ = result.get("ivfpq"), result.get("faiss"), result["comparison"]
-    lines = [f"# ivfpq benchmark: {ds['name']} ({ds['rows']} x {ds['dim']}, {result['metric']})", ""]
-    lines += ["```", env["command"], "```", ""]
-    lines += ["## Machine and settings", "",
-              f"- date: {env['date']}",
-              f"- CPU: {env['cpu']}, {env['cores']} cores (shared machine; load average at start "
-              f"{', '.join(map(str, env['load_average']))})",
-              f"- {env['postgres']}",
-              f"- FAISS {env['faiss']} (one thread), numpy {env['numpy']}, psycopg {env['psycopg']}, git {env['git']}",
-              "- Postgres settings: " + ", ".join(f"{k} = {v}" for k, v in result["settings"].items() if v is not None),
-              f"- queries: {result['nqueries']} per setting, issued one at a time (prepared statement, "
-              f"binary vector parameter); recall@10 against exact ground truth (FAISS IndexFlat)",
-              ""]
+    lines = report_head(f"ivfpq benchmark: {ds['name']} ({ds['rows']} x {ds['dim']}, {result['metric']})",
+                        result, " (one thread)")
     for n in result.get("notes", []):
         lines.append(f"> {n}")
     if result.get("notes"):
@@ -351,9 +404,26 @@ def summary_lines(result):
     return out
 
 
-def default_results_path(ds_name):
+def default_results_path(ds_name, prefix=""):
+    """bench/results/<prefix><dataset>-<date> (no extension)."""
     safe = ds_name.replace(":", "-").replace("[", "-").replace("]", "")
-    return os.path.join(HERE, "results", f"{safe}-{datetime.date.today().isoformat()}")
+    return os.path.join(HERE, "results", f"{prefix}{safe}-{datetime.date.today().isoformat()}")
+
+
+def write_results(result, path, markdown_text, summary):
+    """Write result as path.json and markdown_text as path.md (path may end in .md/.json),
+    then print the summary lines and where the files are."""
+    stem, ext = os.path.splitext(path)
+    path = stem if ext in (".md", ".json") else path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".json", "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    with open(path + ".md", "w") as f:
+        f.write(markdown_text)
+    log("")
+    for line in summary:
+        log(line)
+    log(f"results: {path}.md, {path}.json")
 
 
 # --------------------------------------------------------------------------
@@ -432,8 +502,9 @@ def main(argv=None):
 
     # 3-4. ivfpq index
     if have_am:
-        build_s, index_bytes, stats, sql = create_index(conn, args.metric, args.lists, args.m,
-                                                        args.maintenance_work_mem, args.index_options)
+        build_s, index_bytes, stats, sql = create_index(conn, args.metric,
+                                                        index_options(args.lists, args.m, args.index_options),
+                                                        args.maintenance_work_mem)
         log(f"pg: CREATE INDEX {build_s:.1f} s, index size {mib(index_bytes)}")
         pgclient.prewarm(conn, "items_embedding_ivfpq")
         rows, plan, notes = pg_sweep(conn, queries, truth, args.metric, args.probes, args.rerank, spare,
@@ -446,26 +517,13 @@ def main(argv=None):
     # 5. FAISS baseline (its sweep ran interleaved with ours; alone if there was no index)
     if faiss_state is not None:
         if not faiss_rows:
-            for p in args.probes:
-                for r in args.rerank:
-                    if (not r or r >= K) and p <= args.lists:
-                        faiss_same_setting(p, r)
+            for p, r in sweep_settings(args.probes, args.rerank, args.lists):
+                faiss_same_setting(p, r)
         result["faiss"] = faiss_baseline.result_dict(faiss_state, faiss_rows)
 
     # 6. report
     result["comparison"] = compare(result)
-    path = args.results or default_results_path(ds.name)
-    stem, ext = os.path.splitext(path)
-    path = stem if ext in (".md", ".json") else path
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".json", "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    with open(path + ".md", "w") as f:
-        f.write(markdown(result))
-    log("")
-    for line in summary_lines(result):
-        log(line)
-    log(f"results: {path}.md, {path}.json")
+    write_results(result, args.results or default_results_path(ds.name), markdown(result), summary_lines(result))
     return 0
 
 

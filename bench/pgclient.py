@@ -1,14 +1,20 @@
 #!/usr/bin/python3
 """Postgres client helpers shared by the ivfpq benchmark and demo (psycopg 3).
 
-- load_table: (re)create ``items (id int PRIMARY KEY, embedding vector(d))`` and
-  fill it with a binary COPY whose rows are built with numpy (int32 id, then the
+- load_table: (re)create ``items (id int PRIMARY KEY, [ts timestamptz,]
+  embedding vector(d))`` and fill it with a binary COPY (copy_into) whose rows
+  are built with numpy (int32 id, optionally an int64 timestamp, then the
   vector's binary form: int16 dim, int16 0, float4 values, all big-endian);
 - Vector + register_vector: send a query vector as a binary ``vector``
   parameter of a prepared statement;
-- run_queries: issue k-NN queries one at a time and time each one.
+- run_queries: issue k-NN queries one at a time and time each one;
+- index_plan: the k-NN plan, forced onto the index when the planner prefers a
+  sequential scan;
+- memory_contexts: the backend's memory, in total and in ivfpq's contexts.
 """
 
+import datetime
+import re
 import struct
 import time
 
@@ -25,15 +31,31 @@ OPERATORS = {"l2": "<->", "ip": "<#>", "cosine": "<=>"}
 OPCLASSES = {"l2": "vector_l2_ops", "ip": "vector_ip_ops", "cosine": "vector_cosine_ops"}
 
 
-def copy_rows(ids, vectors):
-    """Binary COPY tuples for (id int4, embedding vector) rows, as one bytes object."""
+# Binary timestamptz: int64 microseconds since 2000-01-01 00:00 UTC.
+PG_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def pg_microseconds(moment):
+    """A timezone-aware datetime as binary timestamptz (microseconds since PG_EPOCH)."""
+    return (moment - PG_EPOCH) // datetime.timedelta(microseconds=1)
+
+
+def copy_rows(ids, vectors, times=None):
+    """Binary COPY tuples for (id int4, [ts timestamptz,] embedding vector) rows, as one bytes object.
+
+    times, if given, holds one binary timestamptz (int64, see pg_microseconds) per row."""
     n, dim = vectors.shape
-    row = np.dtype([("nfields", ">i2"), ("id_len", ">i4"), ("id", ">i4"), ("vec_len", ">i4"),
-                    ("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,))])
-    out = np.empty(n, dtype=row)
-    out["nfields"] = 2
+    fields = [("nfields", ">i2"), ("id_len", ">i4"), ("id", ">i4")]
+    if times is not None:
+        fields += [("ts_len", ">i4"), ("ts", ">i8")]
+    fields += [("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,))]
+    out = np.empty(n, dtype=np.dtype(fields))
+    out["nfields"] = 2 if times is None else 3
     out["id_len"] = 4
     out["id"] = ids
+    if times is not None:
+        out["ts_len"] = 8
+        out["ts"] = times
     out["vec_len"] = 4 + 4 * dim
     out["dim"] = dim
     out["unused"] = 0
@@ -41,30 +63,42 @@ def copy_rows(ids, vectors):
     return out.tobytes()
 
 
-def load_table(conn, vectors, table="items", chunk=10_000, log=print, storage=None, table_options=None):
+def copy_into(conn, table, ids, vectors, times=None, chunk=10_000, log=print):
+    """COPY rows (ids[i], [times[i],] vectors[i]) into an existing table in one transaction."""
+    n = vectors.shape[0]
+    columns = "id, ts, embedding" if times is not None else "id, embedding"
+    with conn.transaction():
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+                copy.write(COPY_SIGNATURE)
+                for start in range(0, n, chunk):
+                    block = np.asarray(vectors[start:start + chunk], dtype=np.float32)
+                    stop = start + block.shape[0]
+                    copy.write(copy_rows(ids[start:stop], block,
+                                         None if times is None else times[start:stop]))
+                    if log and start and (start // chunk) % 20 == 0:
+                        log(f"  copied {start}/{n} rows")
+                copy.write(COPY_TRAILER)
+
+
+def load_table(conn, vectors, table="items", chunk=10_000, log=print, storage=None, table_options=None,
+               times=None):
     """Drop and recreate `table`, COPY the vectors in (ids 0..n-1), add the primary key,
     VACUUM ANALYZE; return seconds taken. conn must be in autocommit mode.
 
     storage (plain | main | external | extended) overrides the column's storage
     strategy; None keeps the type's default.  table_options (e.g.
-    "toast_tuple_target = 8160") go into CREATE TABLE ... WITH (...)."""
+    "toast_tuple_target = 8160") go into CREATE TABLE ... WITH (...).  times
+    (binary timestamptz per row) adds a column ts timestamptz."""
     n, dim = vectors.shape
     t0 = time.perf_counter()
     conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     with_clause = f" WITH ({table_options})" if table_options else ""
-    conn.execute(f"CREATE TABLE {table} (id int NOT NULL, embedding vector({dim})){with_clause}")
+    ts_column = " ts timestamptz NOT NULL," if times is not None else ""
+    conn.execute(f"CREATE TABLE {table} (id int NOT NULL,{ts_column} embedding vector({dim})){with_clause}")
     if storage:
         conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE {storage}")
-    with conn.transaction():
-        with conn.cursor() as cur:
-            with cur.copy(f"COPY {table} (id, embedding) FROM STDIN (FORMAT binary)") as copy:
-                copy.write(COPY_SIGNATURE)
-                for start in range(0, n, chunk):
-                    block = np.asarray(vectors[start:start + chunk], dtype=np.float32)
-                    copy.write(copy_rows(np.arange(start, start + block.shape[0]), block))
-                    if log and start and (start // chunk) % 20 == 0:
-                        log(f"  copied {start}/{n} rows")
-                copy.write(COPY_TRAILER)
+    copy_into(conn, table, np.arange(n), vectors, times, chunk, log)
     conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
     conn.execute(f"VACUUM (ANALYZE) {table}")
     return time.perf_counter() - t0
@@ -80,6 +114,13 @@ def table_matches(conn, table, n, dim):
         return False
     dims = conn.execute(f"SELECT vector_dims(embedding) FROM {table} LIMIT 1").fetchone()
     return dims is not None and dims[0] == dim
+
+
+def timed(conn, sql):
+    """Execute one statement; return the seconds it took."""
+    t0 = time.perf_counter()
+    conn.execute(sql)
+    return time.perf_counter() - t0
 
 
 def prewarm(conn, relation):
@@ -139,10 +180,63 @@ def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=()):
 
 
 def explain(conn, query, metric="l2", k=10, table="items"):
-    """The plan (text) the prepared k-NN query gets for this query vector."""
+    """The plan (text) the prepared k-NN query gets for this query vector; the
+    vector's literal is abbreviated to '[...]'."""
     with conn.cursor() as cur:
         cur.execute("EXPLAIN (COSTS OFF) " + knn_sql(metric, k, table), (Vector(query),))
-        return "\n".join(r[0] for r in cur.fetchall())
+        text = "\n".join(r[0] for r in cur.fetchall())
+    return re.sub(r"'\[[^']*\]'::vector", "'[...]'::vector", text)
+
+
+def plan_shape(plan):
+    """The node types of an EXPLAIN (COSTS OFF) plan, top down, repeats counted:
+    'Limit -> Merge Append -> 30 x Index Scan'."""
+    nodes = []
+    for i, line in enumerate(plan.splitlines()):
+        text = line.strip()
+        if text.startswith("->"):
+            text = text[2:].strip()
+        elif i:
+            continue  # a property line (Sort Key, Order By, ...)
+        node = text.split(" using ")[0].split(" on ")[0]
+        if nodes and nodes[-1][0] == node:
+            nodes[-1][1] += 1
+        else:
+            nodes.append([node, 1])
+    return " -> ".join(node if count == 1 else f"{count} x {node}" for node, count in nodes)
+
+
+def index_plan(conn, query, uses_index, metric="l2", k=10, table="items", log=print):
+    """The k-NN plan for `table`, made to use the index: (plan text, notes).
+
+    uses_index(plan) says whether a plan is the wanted one; when it is not,
+    enable_seqscan is turned off for the rest of the session (and a note says
+    so), and if the plan still is not, RuntimeError."""
+    notes = []
+    plan = explain(conn, query, metric, k, table)
+    if not uses_index(plan):
+        notes.append(f"planner did not choose the ivfpq index on {table} (its plan: {plan_shape(plan)}); "
+                     "enable_seqscan set off for the sweep")
+        if log:
+            log(f"pg: WARNING: the planner did not choose the ivfpq index on {table}:\n" + plan)
+        conn.execute("SET enable_seqscan = off")
+        plan = explain(conn, query, metric, k, table)
+        if not uses_index(plan):
+            raise RuntimeError(f"the ivfpq index on {table} is not used even with enable_seqscan = off:\n" + plan)
+    return plan, notes
+
+
+def memory_contexts(conn, prefix="ivfpq"):
+    """This backend's memory (pg_backend_memory_contexts): total bytes, and bytes and
+    context counts of the contexts whose name starts with prefix, in total and per name."""
+    rows = conn.execute(
+        "SELECT name, count(*), sum(total_bytes)::bigint, sum(used_bytes)::bigint "
+        "FROM pg_backend_memory_contexts GROUP BY name ORDER BY 3 DESC").fetchall()
+    mine = {name: {"contexts": count, "total_bytes": total, "used_bytes": used}
+            for name, count, total, used in rows if name and name.startswith(prefix)}
+    return {"backend_total_bytes": sum(r[2] for r in rows),
+            f"{prefix}_total_bytes": sum(c["total_bytes"] for c in mine.values()),
+            f"{prefix}_contexts": mine}
 
 
 def am_exists(conn, name="ivfpq"):

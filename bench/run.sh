@@ -6,7 +6,13 @@
 # Installs the Debian dependencies, builds and installs the extension, starts a
 # cluster named "bench" under .tmp/bench with settings sized for the benchmark,
 # runs bench/ivfpq_bench.py (results in bench/results/), and stops the cluster.
-# Override the server settings with IVFPQ_PG_CONF (postgresql.conf lines).
+# Override the server settings with IVFPQ_PG_CONF (postgresql.conf lines), or
+# only shared_buffers with IVFPQ_SHARED_BUFFERS. IVFPQ_NO_INSTALL=1 skips the
+# build and install and uses the extension already installed.
+#
+# Other benchmarks reuse this wrapper (bench/partitions.sh): IVFPQ_BENCH_SCRIPT
+# names the script under bench/ (default ivfpq_bench.py), IVFPQ_BENCH_CLUSTER
+# the cluster (default bench).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +27,7 @@ case "$dataset" in
     generated*) shared_buffers=6GB ;;
     *) shared_buffers=2GB ;;
 esac
+shared_buffers="${IVFPQ_SHARED_BUFFERS:-$shared_buffers}"
 export IVFPQ_PG_CONF="${IVFPQ_PG_CONF:-shared_buffers = $shared_buffers
 maintenance_work_mem = 2GB
 max_parallel_maintenance_workers = 1
@@ -30,6 +37,6 @@ checkpoint_timeout = 30min
 effective_cache_size = 8GB}"
 
 ivfpq_install_deps
-ivfpq_build_install
-ivfpq_cluster_start bench
-"$PYTHON" "$here/ivfpq_bench.py" "$dataset" "$@"
+[ "${IVFPQ_NO_INSTALL:-0}" = 1 ] || ivfpq_build_install
+ivfpq_cluster_start "${IVFPQ_BENCH_CLUSTER:-bench}"
+"$PYTHON" "$here/${IVFPQ_BENCH_SCRIPT:-ivfpq_bench.py}" "$dataset" "$@"
