@@ -19,6 +19,7 @@ int			ivfpq_probes = 10;
 int			ivfpq_rerank = 100;
 int			ivfpq_max_probes = 0;
 int			ivfpq_table_cache_mb = 64;
+int			ivfpq_cache_mb = 256;
 bool		ivfpq_share_rerank = true;
 
 /*
@@ -97,6 +98,11 @@ _PG_init(void)
 							"With the terms cached, a probed list's distance table costs m x 256 additions "
 							"instead of a pass over all codewords.  0 disables the cache.",
 							&ivfpq_table_cache_mb, 64, 0, 65536,
+							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("ivfpq.cache_mb",
+							"Per-backend memory for cached quantizers (centroids, codebooks, distance terms) of all ivfpq indexes.",
+							"Least recently used entries are evicted beyond it; entries in use by the running query are kept.",
+							&ivfpq_cache_mb, 256, 0, 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("ivfpq.share_rerank",
 							 "Shares ivfpq.rerank among the partitions' index scans of one ordered query.",

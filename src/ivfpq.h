@@ -28,6 +28,7 @@ extern int	ivfpq_probes;
 extern int	ivfpq_rerank;
 extern int	ivfpq_max_probes;
 extern int	ivfpq_table_cache_mb;
+extern int	ivfpq_cache_mb;
 extern bool ivfpq_share_rerank;
 
 /* ---------- the background worker (ivfpq_worker.cpp) ---------- */

@@ -155,9 +155,7 @@ IvfpqMakeView(const IvfpqShapeData *shape, const float *centroids, const float *
 ivfpq::core::QuantizerView
 IvfpqView(const IvfpqQuantizer *q)
 {
-	IvfpqShapeData shape = {q->dim, q->lists, q->m, q->nbits, q->metric};
-
-	return IvfpqMakeView(&shape, q->centroids, q->codebooks);
+	return IvfpqMakeView(&q->shape, q->centroids, q->codebooks);
 }
 
 /*

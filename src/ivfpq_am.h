@@ -154,18 +154,14 @@ typedef struct IvfpqOptions
 
 /*
  * Everything a backend needs of an index's quantizer, read once from its pages
- * and cached (ivfpq_pages.cpp).  Arrays live in the cache's memory context.
+ * and cached (ivfpq_cache.cpp).  Arrays live in the entry's memory context.
  */
 typedef struct IvfpqQuantizer
 {
 	Oid			index_oid;
 	Oid			relfilenode;
 	uint64		build_id;
-	int			dim;
-	int			lists;
-	int			m;
-	int			nbits;
-	int			metric;
+	IvfpqShapeData shape;
 	bool		trained;
 	int			list_page_capacity;
 	BlockNumber directory_start;
@@ -177,6 +173,8 @@ typedef struct IvfpqQuantizer
 	Size		term_table_bytes;	/* bytes of one list's term table */
 	bool		term_tables_tried;	/* built, or found not to fit */
 	int			pin_count;		/* scans using it in this transaction */
+	uint64		last_used;		/* cache clock at the last lookup (LRU) */
+	Size		bytes;			/* memory of the entry's context */
 	MemoryContext context;
 } IvfpqQuantizer;
 
@@ -203,13 +201,15 @@ extern void IvfpqInitListPage(Page page, int capacity, int m);
 extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
 								 Size count, BlockNumber *first_block);
 extern void IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size count);
-extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
-extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list,
 							  IvfpqDirEntryData *entry);
 extern int64 IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,
 								   BufferAccessStrategy strategy);
 extern void IvfpqNormalize(float *x, int dim, bool *is_zero);
+
+/* ---------- ivfpq_cache.cpp ---------- */
+extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
+extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,

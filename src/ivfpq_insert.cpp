@@ -46,9 +46,9 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
 			IvfpqDirEntry e = &((IvfpqDirEntry) PageGetContents(dir_page))[dir_slot];
 
-			IvfpqInitListPage(new_page, capacity, q->m);
+			IvfpqInitListPage(new_page, capacity, q->shape.m);
 			IvfpqListTids(new_page)[0] = *tid;
-			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->m, code);
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->shape.m, code);
 			IvfpqPageGetOpaque(new_page)->entry_count = 1;
 			e->first_block = BufferGetBlockNumber(new_buffer);
 			e->tail_block = e->first_block;
@@ -81,7 +81,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 
 			IvfpqListTids(wpage)[slot] = *tid;
 			ivfpq::core::StoreBlockedCode(IvfpqListCodes(wpage, capacity), (size_t) slot,
-										  (size_t) q->m, code);
+										  (size_t) q->shape.m, code);
 			wopaque->entry_count++;
 			GenericXLogFinish(state);
 			UnlockReleaseBuffer(buffer);
@@ -104,9 +104,9 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
 			Buffer		dir_buffer;
 
-			IvfpqInitListPage(new_page, capacity, q->m);
+			IvfpqInitListPage(new_page, capacity, q->shape.m);
 			IvfpqListTids(new_page)[0] = *tid;
-			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->m, code);
+			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->shape.m, code);
 			IvfpqPageGetOpaque(new_page)->entry_count = 1;
 			IvfpqPageGetOpaque(wpage)->next_block = new_block;
 			GenericXLogFinish(state);
@@ -154,16 +154,16 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 
 	q = IvfpqGetQuantizer(index, false);
 	v = DatumGetVector(values[0]);
-	if (q->dim > 0 && v->dim != q->dim)
+	if (q->shape.dim > 0 && v->dim != q->shape.dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("expected %d dimensions, not %d", q->dim, v->dim),
+				 errmsg("expected %d dimensions, not %d", q->shape.dim, v->dim),
 				 errdetail("Index \"%s\" was built for %d dimensions.",
-						   RelationGetRelationName(index), q->dim)));
+						   RelationGetRelationName(index), q->shape.dim)));
 
 	x = (float *) palloc(sizeof(float) * v->dim);
 	memcpy(x, v->x, sizeof(float) * v->dim);
-	if (q->metric == IVFPQ_METRIC_COSINE)
+	if (q->shape.metric == IVFPQ_METRIC_COSINE)
 	{
 		bool		is_zero;
 
@@ -177,7 +177,7 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 		}
 	}
 
-	code = (uint8 *) palloc0(Max(q->m, 1));
+	code = (uint8 *) palloc0(Max(q->shape.m, 1));
 	if (q->trained)
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);

@@ -210,13 +210,13 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	IvfpqQuantizer *q = so->q;
 	Relation	index = scan->indexRelation;
 	int			capacity = q->list_page_capacity;
-	size_t		m = (size_t) q->m;
-	size_t		ksub = (size_t) 1 << q->nbits;
+	size_t		m = (size_t) q->shape.m;
+	size_t		ksub = (size_t) 1 << q->shape.nbits;
 	float		bias = 0;
 	IvfpqDirEntryData entry;
 	BlockNumber block;
 
-	if (q->trained && q->metric == IVFPQ_METRIC_IP)
+	if (q->trained && q->shape.metric == IVFPQ_METRIC_IP)
 	{
 		/* Inner-product tables do not depend on the list: built once per scan. */
 		if (!so->table_valid)
@@ -318,7 +318,7 @@ IvfpqProbeMore(IndexScanDesc scan, int count)
 	int			end = Min(so->next_list + count, so->lists_limit);
 
 	if (end > so->list_order_sorted)
-		IvfpqSortLists(so, so->list_order_sorted, so->lists_limit, so->q->lists);
+		IvfpqSortLists(so, so->list_order_sorted, so->lists_limit, so->q->shape.lists);
 	for (; so->next_list < end; so->next_list++)
 		IvfpqScanList(scan, so->list_order[so->next_list]);
 }
@@ -368,19 +368,19 @@ IvfpqStartScan(IndexScanDesc scan)
 
 	if (!(scan->orderByData[0].sk_flags & SK_ISNULL))
 		query_vector = DatumGetVector(scan->orderByData[0].sk_argument);
-	dim = q->dim > 0 ? q->dim : (query_vector ? query_vector->dim : 1);
+	dim = q->shape.dim > 0 ? q->shape.dim : (query_vector ? query_vector->dim : 1);
 	so->dim = dim;
 	so->query_raw = (float *) palloc0(sizeof(float) * dim);
 	so->query = (float *) palloc0(sizeof(float) * dim);
 	if (query_vector != NULL)
 	{
-		if (q->dim > 0 && query_vector->dim != q->dim)
+		if (q->shape.dim > 0 && query_vector->dim != q->shape.dim)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("expected %d dimensions, not %d", q->dim, query_vector->dim)));
+					 errmsg("expected %d dimensions, not %d", q->shape.dim, query_vector->dim)));
 		memcpy(so->query_raw, query_vector->x, sizeof(float) * dim);
 		memcpy(so->query, query_vector->x, sizeof(float) * dim);
-		if (q->metric == IVFPQ_METRIC_COSINE)
+		if (q->shape.metric == IVFPQ_METRIC_COSINE)
 		{
 			bool		is_zero;
 
@@ -389,10 +389,10 @@ IvfpqStartScan(IndexScanDesc scan)
 	}
 	/* A NULL query orders nothing; scan as if for the zero vector. */
 
-	so->list_order = (int32 *) palloc(sizeof(int32) * q->lists);
-	for (int i = 0; i < q->lists; i++)
+	so->list_order = (int32 *) palloc(sizeof(int32) * q->shape.lists);
+	for (int i = 0; i < q->shape.lists; i++)
 		so->list_order[i] = i;
-	so->centroid_distances = (float *) palloc0(sizeof(float) * q->lists);
+	so->centroid_distances = (float *) palloc0(sizeof(float) * q->shape.lists);
 	so->adc = (float *) palloc(sizeof(float) * Max(q->list_page_capacity, 1));
 
 	if (q->trained)
@@ -401,7 +401,7 @@ IvfpqStartScan(IndexScanDesc scan)
 		const float *query = so->query;
 		float	   *distances = so->centroid_distances;
 
-		so->table = (float *) palloc(sizeof(float) * ((Size) q->m << q->nbits));
+		so->table = (float *) palloc(sizeof(float) * ((Size) q->shape.m << q->shape.nbits));
 		IvfpqCallCore("ivfpq scan", [&]() {
 			ivfpq::core::CentroidDistances(view, query, distances);
 		});
@@ -411,21 +411,21 @@ IvfpqStartScan(IndexScanDesc scan)
 			const float *mean = q->centroid_mean;
 			float	   *query_terms;
 
-			so->query_terms = query_terms = (float *) palloc(sizeof(float) * ((Size) q->m << q->nbits));
+			so->query_terms = query_terms = (float *) palloc(sizeof(float) * ((Size) q->shape.m << q->shape.nbits));
 			IvfpqCallCore("ivfpq scan", [&]() {
 				ivfpq::core::ComputeQueryTerms(view, prepared, mean, query, query_terms);
 			});
 		}
-		so->lists_limit = ivfpq_max_probes > 0 ? Max(ivfpq_max_probes, so->probes) : q->lists;
-		so->lists_limit = Min(so->lists_limit, q->lists);
+		so->lists_limit = ivfpq_max_probes > 0 ? Max(ivfpq_max_probes, so->probes) : q->shape.lists;
+		so->lists_limit = Min(so->lists_limit, q->shape.lists);
 	}
 	else
-		so->lists_limit = q->lists;		/* untrained: exact search over everything */
+		so->lists_limit = q->shape.lists;		/* untrained: exact search over everything */
 	MemoryContextSwitchTo(old_context);
 
 	so->list_order_sorted = 0;
-	IvfpqSortLists(so, 0, Min(so->probes, so->lists_limit), q->lists);
-	IvfpqProbeMore(scan, q->trained ? so->probes : q->lists);
+	IvfpqSortLists(so, 0, Min(so->probes, so->lists_limit), q->shape.lists);
+	IvfpqProbeMore(scan, q->trained ? so->probes : q->shape.lists);
 	so->started = true;
 	pgstat_count_index_scan(index);
 }
@@ -482,7 +482,7 @@ IvfpqChooseCandidates(IvfpqCandidate *first, int64 take, int64 remaining)
 static void
 IvfpqApproximateBatch(IvfpqScanOpaque so, IvfpqCandidate *first, int64 take)
 {
-	int			metric = so->q->metric;
+	int			metric = so->q->shape.metric;
 
 	std::sort(first, first + take, IvfpqCandidateCloser);
 	for (int64 i = 0; i < take; i++)
@@ -534,7 +534,7 @@ static void
 IvfpqRerankFromHeap(IndexScanDesc scan, IvfpqCandidate *first, int64 take)
 {
 	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
-	int			metric = so->q->metric;
+	int			metric = so->q->shape.metric;
 
 	for (int64 i = 0; i < take; i++)
 	{

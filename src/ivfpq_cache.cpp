@@ -1,0 +1,294 @@
+/*
+ * ivfpq_cache.cpp
+ *		The per-backend cache of quantizers: an index's centroids, codebooks,
+ *		prepared codebooks and per-list distance terms, read from its pages
+ *		once and kept for the next queries and inserts.
+ *
+ * Entries live in a hash table keyed by index OID, each in a memory context
+ * of its own under "ivfpq quantizer cache" (TopMemoryContext).  An entry is
+ * current while the index's relfilenode and the build id on its metapage are
+ * unchanged (REINDEX, TRUNCATE and retraining change them).  The cache holds
+ * at most ivfpq.cache_mb: when a new entry goes over, the least recently used
+ * entries that no scan has pinned are evicted.  Pinned entries (in use by a
+ * scan of this transaction) are never evicted, so a query over more
+ * partitions than the budget holds still runs, over budget until it ends.
+ * Pins are cleared at transaction end.
+ *
+ * Errors: an entry is built in a context under the caller's (query-lifetime)
+ * memory context and moved under the cache only once complete, so an error
+ * or a cancel while it loads (reading pages, preparing codebooks, building
+ * term tables) frees everything it had allocated.
+ */
+#include "ivfpq_am.h"
+
+extern "C"
+{
+#include "access/xact.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+}
+
+typedef struct IvfpqCacheEntry
+{
+	Oid			index_oid;		/* hash key */
+	IvfpqQuantizer *q;
+} IvfpqCacheEntry;
+
+static HTAB *quantizer_cache = NULL;
+static MemoryContext quantizer_cache_context = NULL;
+static uint64 cache_clock = 0;
+static Size cache_bytes = 0;		/* sum of the entries' bytes */
+
+/*
+ * Entries replaced while pinned (the index was rebuilt during a transaction
+ * that still scans the old quantizer): freed at transaction end.
+ */
+static List *retired_entries = NIL;
+
+/* Free an entry's memory (the caller has removed it from the hash table). */
+static void
+IvfpqFreeQuantizer(IvfpqQuantizer *q)
+{
+	MemoryContextDelete(q->context);
+}
+
+/* Pins only protect entries within a transaction: clear them at its end. */
+static void
+IvfpqCacheXactCallback(XactEvent event, void *arg)
+{
+	HASH_SEQ_STATUS status;
+	IvfpqCacheEntry *entry;
+	ListCell   *cell;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	if (quantizer_cache != NULL)
+	{
+		hash_seq_init(&status, quantizer_cache);
+		while ((entry = (IvfpqCacheEntry *) hash_seq_search(&status)) != NULL)
+			entry->q->pin_count = 0;
+	}
+	foreach(cell, retired_entries)
+		IvfpqFreeQuantizer((IvfpqQuantizer *) lfirst(cell));
+	list_free(retired_entries);
+	retired_entries = NIL;
+}
+
+/* Create the hash table and its context on first use. */
+static void
+IvfpqCacheInit(void)
+{
+	HASHCTL		ctl;
+
+	if (quantizer_cache != NULL)
+		return;
+	quantizer_cache_context = AllocSetContextCreate(TopMemoryContext, "ivfpq quantizer cache",
+													ALLOCSET_SMALL_SIZES);
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(IvfpqCacheEntry);
+	ctl.hcxt = quantizer_cache_context;
+	quantizer_cache = hash_create("ivfpq quantizers", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	RegisterXactCallback(IvfpqCacheXactCallback, NULL);
+}
+
+/*
+ * Take an entry out of the cache: freed now when unpinned, else retired until
+ * the transaction ends.
+ */
+static void
+IvfpqCacheRemove(IvfpqQuantizer *q)
+{
+	Oid			index_oid = q->index_oid;
+
+	(void) hash_search(quantizer_cache, &index_oid, HASH_REMOVE, NULL);
+	cache_bytes -= q->bytes;
+	if (q->pin_count > 0)
+	{
+		MemoryContext old_context = MemoryContextSwitchTo(quantizer_cache_context);
+
+		retired_entries = lappend(retired_entries, q);
+		MemoryContextSwitchTo(old_context);
+	}
+	else
+		IvfpqFreeQuantizer(q);
+}
+
+/* Evict least recently used unpinned entries (not keep) while over ivfpq.cache_mb. */
+static void
+IvfpqCacheEvict(const IvfpqQuantizer *keep)
+{
+	Size		budget = (Size) ivfpq_cache_mb * 1024 * 1024;
+
+	while (cache_bytes > budget)
+	{
+		HASH_SEQ_STATUS status;
+		IvfpqCacheEntry *entry;
+		IvfpqQuantizer *victim = NULL;
+
+		hash_seq_init(&status, quantizer_cache);
+		while ((entry = (IvfpqCacheEntry *) hash_seq_search(&status)) != NULL)
+		{
+			IvfpqQuantizer *q = entry->q;
+
+			if (q == keep || q->pin_count > 0)
+				continue;
+			if (victim == NULL || q->last_used < victim->last_used)
+				victim = q;
+		}
+		if (victim == NULL)
+			break;				/* only pinned entries left: over budget until they are released */
+		IvfpqCacheRemove(victim);
+	}
+}
+
+/*
+ * Precompute every list's distance terms (L2 and cosine; IndexIVFPQ's
+ * "precomputed tables") when they fit ivfpq.table_cache_mb, allocating in
+ * context; otherwise leave q->term_tables NULL and the scan computes full
+ * distance tables per list.
+ */
+static void
+IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
+{
+	ivfpq::core::QuantizerView view = IvfpqView(q);
+	Size		per_list;
+	float	   *mean;
+	uint8	   *tables;
+	const float *prepared = q->prepared;
+	int			lists = q->shape.lists;
+
+	if (q->shape.metric == IVFPQ_METRIC_IP || ivfpq_table_cache_mb <= 0)
+		return;
+	per_list = ivfpq::core::TermTableBytes(view);
+	if ((double) per_list * lists > (double) ivfpq_table_cache_mb * 1024 * 1024)
+	{
+		q->term_tables_tried = true;
+		return;
+	}
+	mean = (float *) MemoryContextAlloc(context, sizeof(float) * q->shape.dim);
+	tables = (uint8 *) MemoryContextAllocHuge(context, per_list * lists);
+	IvfpqCallCore("ivfpq quantizer cache", [&]() {
+		ivfpq::core::CentroidMean(view, mean);
+		for (int list = 0; list < lists; list++)
+			ivfpq::core::ComputeTermTable(view, prepared, mean, list, tables + per_list * list);
+	});
+	q->centroid_mean = mean;
+	q->term_tables = tables;
+	q->term_table_bytes = per_list;
+	q->term_tables_tried = true;
+}
+
+/*
+ * Build the quantizer of an index from its pages, in a new context under the
+ * caller's memory context: an error frees it with the query.  The caller
+ * moves it under the cache once it is complete.
+ */
+static IvfpqQuantizer *
+IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
+{
+	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer",
+												  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old_context = MemoryContextSwitchTo(context);
+	IvfpqQuantizer *q = (IvfpqQuantizer *) palloc0(sizeof(IvfpqQuantizer));
+	Size		centroid_count = (Size) meta->shape.lists * meta->shape.dim;
+	Size		codebook_count = (Size) meta->shape.dim << meta->shape.nbits;
+
+	MemoryContextSetIdentifier(context, pstrdup(RelationGetRelationName(index)));
+	q->context = context;
+	q->index_oid = RelationGetRelid(index);
+	q->relfilenode = index->rd_node.relNode;
+	q->build_id = meta->build_id;
+	q->shape = meta->shape;
+	q->trained = meta->trained != 0;
+	q->list_page_capacity = (int) meta->list_page_capacity;
+	q->directory_start = meta->directory_start;
+	q->centroids = (float *) palloc_extended(sizeof(float) * Max(centroid_count, 1), MCXT_ALLOC_HUGE);
+	q->codebooks = (float *) palloc_extended(sizeof(float) * Max(codebook_count, 1), MCXT_ALLOC_HUGE);
+	if (q->trained)
+	{
+		ivfpq::core::QuantizerView view;
+		float	   *prepared;
+
+		IvfpqReadFloatPages(index, meta->centroid_start, q->centroids, centroid_count);
+		IvfpqReadFloatPages(index, meta->codebook_start, q->codebooks, codebook_count);
+		view = IvfpqView(q);
+		q->prepared = prepared = (float *) palloc_extended(
+			sizeof(float) * ivfpq::core::PreparedQuantizerFloats(view), MCXT_ALLOC_HUGE);
+		IvfpqCallCore("ivfpq quantizer cache", [&]() {
+			ivfpq::core::PrepareQuantizer(view, prepared);
+		});
+		IvfpqBuildTermTables(q, context);
+	}
+	MemoryContextSwitchTo(old_context);
+	return q;
+}
+
+/*
+ * The quantizer of an index: from the cache if still current (same
+ * relfilenode and build id as the metapage says), else read from its pages
+ * and cached.  With pin = true the entry is protected from eviction until
+ * IvfpqUnpinQuantizer or the end of the transaction.  The result is owned by
+ * the cache: callers must not free it.
+ */
+IvfpqQuantizer *
+IvfpqGetQuantizer(Relation index, bool pin)
+{
+	IvfpqMetaPageData meta;
+	Oid			index_oid = RelationGetRelid(index);
+	IvfpqCacheEntry *entry;
+	IvfpqQuantizer *q = NULL;
+	bool		found;
+
+	IvfpqReadMeta(index, &meta);
+	IvfpqCacheInit();
+
+	entry = (IvfpqCacheEntry *) hash_search(quantizer_cache, &index_oid, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		if (entry->q->relfilenode == index->rd_node.relNode && entry->q->build_id == meta.build_id)
+			q = entry->q;
+		else
+			IvfpqCacheRemove(entry->q);		/* stale: REINDEX, TRUNCATE, retrain */
+	}
+
+	if (q == NULL)
+	{
+		q = IvfpqLoadQuantizer(index, &meta);
+		/* Complete: hand it to the cache. */
+		MemoryContextSetParent(q->context, quantizer_cache_context);
+		q->bytes = MemoryContextMemAllocated(q->context, true);
+		entry = (IvfpqCacheEntry *) hash_search(quantizer_cache, &index_oid, HASH_ENTER, &found);
+		entry->q = q;
+		cache_bytes += q->bytes;
+	}
+	else if (q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0)
+	{
+		/* Loaded while ivfpq.table_cache_mb was 0: add the terms now, leak-free. */
+		MemoryContext terms = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer terms",
+													ALLOCSET_DEFAULT_SIZES);
+
+		IvfpqBuildTermTables(q, terms);
+		MemoryContextSetParent(terms, q->context);
+		cache_bytes -= q->bytes;
+		q->bytes = MemoryContextMemAllocated(q->context, true);
+		cache_bytes += q->bytes;
+	}
+
+	q->last_used = ++cache_clock;
+	if (pin)
+		q->pin_count++;
+	IvfpqCacheEvict(q);
+	return q;
+}
+
+/* Release a pin taken by IvfpqGetQuantizer. */
+void
+IvfpqUnpinQuantizer(IvfpqQuantizer *q)
+{
+	if (q->pin_count > 0)
+		q->pin_count--;
+}
