@@ -20,7 +20,7 @@ int			ivfpq_rerank = 100;
 int			ivfpq_max_probes = 0;
 int			ivfpq_table_cache_mb = 64;
 int			ivfpq_cache_mb = 256;
-bool		ivfpq_share_rerank = true;
+bool		ivfpq_share_rerank = false;
 
 /*
  * Called by core loops and FAISS threads: only reads signal-set flags, never
@@ -108,7 +108,7 @@ _PG_init(void)
 							 "Shares ivfpq.rerank among the partitions' index scans of one ordered query.",
 							 "Under a MergeAppend of N ivfpq index scans each re-ranks ivfpq.rerank / N "
 							 "candidates per batch (at least 10) instead of ivfpq.rerank.",
-							 &ivfpq_share_rerank, true, PGC_USERSET, 0, NULL, NULL, NULL);
+							 &ivfpq_share_rerank, false, PGC_USERSET, 0, NULL, NULL, NULL);
 	IvfpqWorkerInit();
 	IvfpqSiblingsInit();
 	MarkGUCPrefixReserved("ivfpq");
