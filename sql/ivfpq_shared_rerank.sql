@@ -1,4 +1,4 @@
--- ivfpq.share_rerank: under a MergeAppend of N ivfpq index scans (a query
+-- ivfpq.share_rerank (off by default): under a MergeAppend of N ivfpq index scans (a query
 -- over a partitioned parent) each partition re-ranks ivfpq.rerank / N
 -- candidates per batch (at least 10), not ivfpq.rerank: less heap work for
 -- the same neighbours.
@@ -34,7 +34,7 @@ EXPLAIN (COSTS OFF) SELECT id FROM shared ORDER BY e <-> :'q' LIMIT 10;
 SET ivfpq.share_rerank = off;
 SELECT buffers_touched(format('SELECT id FROM shared ORDER BY e <-> %L LIMIT 10', :'q')) AS per_partition \gset
 SELECT array_agg(id) AS ids_per_partition FROM (SELECT id FROM shared ORDER BY e <-> :'q' LIMIT 10) s \gset
-RESET ivfpq.share_rerank;
+SET ivfpq.share_rerank = on;
 SELECT buffers_touched(format('SELECT id FROM shared ORDER BY e <-> %L LIMIT 10', :'q')) AS shared_rerank \gset
 SELECT array_agg(id) AS ids_shared FROM (SELECT id FROM shared ORDER BY e <-> :'q' LIMIT 10) s \gset
 -- 10 x 200 candidates fetched from the heap against 10 x 20
