@@ -168,7 +168,7 @@ typedef struct IvfpqQuantizer
 	float	   *centroids;		/* lists x dim */
 	float	   *codebooks;		/* m x ksub x dsub */
 	float	   *prepared;		/* core PrepareQuantizer() data, or NULL */
-	float	   *centroid_mean;	/* dim floats, with term_tables */
+	float	   *centroid_center;	/* dim floats, with term_tables */
 	uint8	   *term_tables;	/* lists x TermTableBytes, or NULL (not cached) */
 	Size		term_table_bytes;	/* bytes of one list's term table */
 	bool		term_tables_tried;	/* built, or found not to fit */

@@ -172,11 +172,11 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 	mean = (float *) MemoryContextAlloc(context, sizeof(float) * q->shape.dim);
 	tables = (uint8 *) MemoryContextAllocHuge(context, per_list * lists);
 	IvfpqCallCore("ivfpq quantizer cache", [&]() {
-		ivfpq::core::CentroidMean(view, mean);
+		ivfpq::core::CentroidCenter(view, mean);
 		for (int list = 0; list < lists; list++)
 			ivfpq::core::ComputeTermTable(view, prepared, mean, list, tables + per_list * list);
 	});
-	q->centroid_mean = mean;
+	q->centroid_center = mean;
 	q->term_tables = tables;
 	q->term_table_bytes = per_list;
 	q->term_tables_tried = true;

@@ -408,7 +408,7 @@ IvfpqStartScan(IndexScanDesc scan)
 		if (q->term_tables != NULL && ivfpq_table_cache_mb > 0)
 		{
 			const float *prepared = q->prepared;
-			const float *mean = q->centroid_mean;
+			const float *mean = q->centroid_center;
 			float	   *query_terms;
 
 			so->query_terms = query_terms = (float *) palloc(sizeof(float) * ((Size) q->shape.m << q->shape.nbits));

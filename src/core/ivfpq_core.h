@@ -233,8 +233,9 @@ void		EncodeResidualsPrepared(const QuantizerView &q, const float *prepared,
 /*
  * Term tables (L2 and cosine only): a list's distance table split into a
  * per-list part, precomputed once and stored in 8 bits, and a per-query part.
- * For a query whose squared distance to the list's centroid is D:
- *		CentroidMean(q, mean)										once per quantizer
+ * For a query whose squared distance to the list's centroid is D
+ * ("mean" below is the centroids' centre, their per-dimension median):
+ *		CentroidCenter(q, mean)										once per quantizer
  *		ComputeTermTable(q, prepared, mean, list, term_table)		once per list
  *		ComputeQueryTerms(q, prepared, mean, query, query_terms)	once per query
  *		TableFromTerms(q, term_table[list], query_terms, table) per probed list
@@ -243,8 +244,8 @@ void		EncodeResidualsPrepared(const QuantizerView &q, const float *prepared,
  *	TermTableBytes:	bytes of one list's term table (m x (ksub + 8))
  */
 size_t		TermTableBytes(const QuantizerView &q);
-/* mean_out (dim floats): the mean of all centroids, the origin of both parts. */
-void		CentroidMean(const QuantizerView &q, float *mean_out);
+/* mean_out (dim floats): the per-dimension median of the centroids, the origin of both parts. */
+void		CentroidCenter(const QuantizerView &q, float *mean_out);
 void		ComputeTermTable(const QuantizerView &q, const float *prepared, const float *mean,
 							 int32_t list, uint8_t *term_table_out);
 void		ComputeQueryTerms(const QuantizerView &q, const float *prepared, const float *mean,

@@ -2,8 +2,8 @@
  * term_tables.cpp
  *		Precomputed per-list "term tables" for L2 residual ADC: the
  *		technique of FAISS's IndexIVFPQ "precomputed tables"
- *		(use_precomputed_table), here centred on the centroid mean and stored
- *		in 8 bits.
+ *		(use_precomputed_table), here centred on the centroids' median and
+ *		stored in 8 bits.
  *
  * For a query q, list centroid c and codeword r_jk of sub-quantizer j:
  *	 ||q_j - c_j - r_jk||^2 = ||q_j - c_j||^2 + (||r_jk||^2 + 2 c_j.r_jk) - 2 q_j.r_jk
@@ -11,9 +11,13 @@
  * computed once per list (a term table); the last term only on the query (the
  * query terms, once per scan); the first summed over j is the query's
  * squared distance to the centroid, which the scan already has.  Both parts
- * are taken relative to the mean of all centroids mu (c = mu + delta):
+ * are taken relative to a centre mu of the centroids (c = mu + delta):
  *	 term = ||r_jk||^2 + 2 delta_j.r_jk,   query term = -2 (q_j - mu_j).r_jk
- * so the stored part stays small even when the data sit far from the origin.  Building a
+ * so the stored part stays small even when the data sit far from the origin.
+ * The centre is the per-dimension median of the centroids, not their mean: a
+ * centroid trained on one outlier row would drag a mean far from every other
+ * list, inflate every delta, and with it the 8-bit step of every term table
+ * (a daily partition with one such row lost its PQ order entirely).  Building a
  * list's distance table then costs m x ksub additions instead of a pass over
  * all codewords.  Term tables are stored quantized to 8 bits with a per
  * sub-quantizer offset and scale (as FAISS's fast-scan quantizes its tables),
@@ -129,16 +133,52 @@ TermTableBytes(const QuantizerView &q)
 	return q.m * (CodebookSize(q) + 2 * sizeof(float));
 }
 
+/* The per-dimension median of the centroids (see the file header). */
 void
-CentroidMean(const QuantizerView &q, float *mean_out)
+CentroidCenter(const QuantizerView &q, float *mean_out)
 {
-	std::vector<double> sum(q.dim, 0.0);
+	std::vector<float> column(q.lists);
 
-	for (size_t l = 0; l < q.lists; l++)
-		for (size_t d = 0; d < q.dim; d++)
-			sum[d] += q.centroids[l * q.dim + d];
 	for (size_t d = 0; d < q.dim; d++)
-		mean_out[d] = float(sum[d] / double(q.lists ? q.lists : 1));
+	{
+		for (size_t l = 0; l < q.lists; l++)
+			column[l] = q.centroids[l * q.dim + d];
+		std::nth_element(column.begin(), column.begin() + q.lists / 2, column.end());
+		mean_out[d] = q.lists ? column[q.lists / 2] : 0.0f;
+	}
+}
+
+/*
+ * The range one sub-quantizer's terms are quantized over: min to max, but
+ * not beyond far fences (quartiles -/+ IVFPQ_TERM_FENCE interquartile
+ * ranges).  Codebooks are shared by all lists, and a codeword trained on an
+ * outlier row (far from all others) has a term hundreds of times larger than
+ * the rest: spreading 256 steps up to it would round every other term of
+ * every list to the same few steps and make the ADC order meaningless.
+ * Terms beyond the fences saturate: such a codeword's distance is
+ * underestimated, so an outlier row may enter the re-rank set, where its
+ * exact distance sends it back.
+ */
+static void
+TermRange(const float *row, size_t ksub, float *lo_out, float *hi_out)
+{
+	const float fence = 8.0f;
+	std::vector<float> sorted(row, row + ksub);
+	float		q1,
+				q3,
+				spread;
+
+	std::sort(sorted.begin(), sorted.end());
+	q1 = sorted[ksub / 4];
+	q3 = sorted[ksub * 3 / 4];
+	spread = q3 - q1;
+	*lo_out = std::max(sorted.front(), q1 - fence * spread);
+	*hi_out = std::min(sorted.back(), q3 + fence * spread);
+	if (!(*hi_out > *lo_out))
+	{
+		*lo_out = sorted.front();
+		*hi_out = sorted.back();
+	}
 }
 
 void
@@ -172,13 +212,15 @@ ComputeTermTable(const QuantizerView &q, const float *prepared, const float *mea
 
 		for (size_t k = 0; k < ksub; k++)
 			row[k] = norms[k] - 2 * row[k];
-		lo = *std::min_element(row, row + ksub);
-		hi = *std::max_element(row, row + ksub);
+		TermRange(row, ksub, &lo, &hi);
 		offsets[j] = lo;
 		scales[j] = hi > lo ? (hi - lo) / 255.0f : 0.0f;
 		for (size_t k = 0; k < ksub; k++)
-			codes[j * ksub + k] = scales[j] > 0 ?
-				uint8_t(std::lround((row[k] - lo) / scales[j])) : 0;
+		{
+			float		step = scales[j] > 0 ? std::round((row[k] - lo) / scales[j]) : 0.0f;
+
+			codes[j * ksub + k] = uint8_t(std::clamp(step, 0.0f, 255.0f));
+		}
 	}
 }
 
