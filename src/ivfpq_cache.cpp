@@ -46,6 +46,8 @@ static Size cache_bytes = 0;		/* sum of the entries' bytes */
  */
 static List *retired_entries = NIL;
 
+static void IvfpqCacheEvict(const IvfpqQuantizer *keep);
+
 /* Free an entry's memory (the caller has removed it from the hash table). */
 static void
 IvfpqFreeQuantizer(IvfpqQuantizer *q)
@@ -75,6 +77,9 @@ IvfpqCacheXactCallback(XactEvent event, void *arg)
 		IvfpqFreeQuantizer((IvfpqQuantizer *) lfirst(cell));
 	list_free(retired_entries);
 	retired_entries = NIL;
+	/* What a query kept over budget while it used it goes now, not at the next use. */
+	if (quantizer_cache != NULL)
+		IvfpqCacheEvict(NULL);
 }
 
 /* Create the hash table and its context on first use. */

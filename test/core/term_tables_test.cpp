@@ -23,25 +23,50 @@ class TermTables : public KernelSetTest
 {
 };
 
+/* Clustered rows (cluster i % lists, spaced 3 apart) and a quantizer trained on them. */
+struct TrainedTerms
+{
+	std::vector<float> data,
+				centroids,
+				codebooks,
+				prepared;
+	QuantizerView q;
+};
+
+TrainedTerms
+TrainTerms(size_t dim, size_t lists, size_t m, size_t n, unsigned seed, bool outlier)
+{
+	TrainedTerms t;
+	std::mt19937 rng(seed);
+	std::normal_distribution<float> normal(0, 1);
+
+	t.data.resize(n * dim);
+	for (size_t i = 0; i < n; i++)
+		for (size_t d = 0; d < dim; d++)
+			t.data[i * dim + d] = normal(rng) + float(i % lists) * 3.0f;
+	if (outlier)
+		for (size_t d = 0; d < dim; d++)
+			t.data[(n - 1) * dim + d] = -300.0f;
+	TrainConfig config{{dim, lists, m, 8, Metric::L2}, 10, 8, n, 7, 1};
+
+	t.centroids.resize(lists * dim);
+	t.codebooks.resize(dim * 256);
+	Train(config, t.data.data(), n, t.centroids.data(), t.codebooks.data());
+	t.q = QuantizerView{{dim, lists, m, 8, Metric::L2}, t.centroids.data(), t.codebooks.data()};
+	t.prepared.resize(PreparedQuantizerFloats(t.q));
+	PrepareQuantizer(t.q, t.prepared.data());
+	return t;
+}
+
 TEST_P(TermTables, MatchExactTablesWithinQuantization)
 {
 	const size_t dim = 32, lists = 8, m = 8, n = 3000;
-	std::mt19937 rng(5);
+	TrainedTerms t = TrainTerms(dim, lists, m, n, 5, false);
+	const QuantizerView &q = t.q;
+	std::vector<float> &prepared = t.prepared;
+	std::mt19937 rng(6);
 	std::normal_distribution<float> normal(0, 1);
-	std::vector<float> data(n * dim);
 
-	for (size_t i = 0; i < n; i++)
-		for (size_t d = 0; d < dim; d++)
-			data[i * dim + d] = normal(rng) + float(i % lists) * 3.0f;
-
-	TrainConfig config{{dim, lists, m, 8, Metric::L2}, 10, 8, 3000, 7, 1};
-	std::vector<float> centroids(lists * dim), codebooks(dim * 256);
-
-	Train(config, data.data(), n, centroids.data(), codebooks.data());
-	QuantizerView q{{dim, lists, m, 8, Metric::L2}, centroids.data(), codebooks.data()};
-	std::vector<float> prepared(PreparedQuantizerFloats(q));
-
-	PrepareQuantizer(q, prepared.data());
 	std::vector<uint8_t> terms(TermTableBytes(q) * lists);
 	std::vector<float> mean(dim);
 	CentroidCenter(q, mean.data());
@@ -92,22 +117,9 @@ TEST_P(TermTables, MatchExactTablesWithinQuantization)
 TEST_P(TermTables, OutlierCodewordKeepsOrder)
 {
 	const size_t dim = 16, lists = 4, m = 8, n = 4000;
-	std::mt19937 rng(11);
-	std::normal_distribution<float> normal(0, 1);
-	std::vector<float> data(n * dim);
-
-	for (size_t i = 0; i < n; i++)
-		for (size_t d = 0; d < dim; d++)
-			data[i * dim + d] = normal(rng) + float(i % lists) * 3.0f;
-	for (size_t d = 0; d < dim; d++)
-		data[(n - 1) * dim + d] = -300.0f;		/* the outlier */
-
-	TrainConfig config{{dim, lists, m, 8, Metric::L2}, 10, 8, 4000, 7, 1};
-	std::vector<float> centroids(lists * dim), codebooks(dim * 256);
-
-	Train(config, data.data(), n, centroids.data(), codebooks.data());
-	QuantizerView q{{dim, lists, m, 8, Metric::L2}, centroids.data(), codebooks.data()};
-	std::vector<float> prepared(PreparedQuantizerFloats(q)), mean(dim);
+	TrainedTerms t = TrainTerms(dim, lists, m, n, 11, true);
+	const QuantizerView &q = t.q;
+	std::vector<float> &data = t.data, &prepared = t.prepared, mean(dim);
 	std::vector<int32_t> assigned(n);
 	std::vector<uint8_t> codes(n * m), terms(TermTableBytes(q) * lists);
 

@@ -17,3 +17,14 @@ def conn():
         yield connection
     finally:
         connection.close()
+
+
+def scratch_databases(conn, *names):
+    """Create empty databases with these names (dropping old ones), yield
+    the names, drop them afterwards: for a fixture's body."""
+    for name in names:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield names
+    for name in names:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -10,6 +10,8 @@ import threading
 import time
 
 import psycopg
+
+from conftest import scratch_databases
 import pytest
 
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -134,13 +136,7 @@ def test_concurrent_rotations_threads(conn):
 
 @pytest.fixture
 def dump_databases(conn):
-    names = ("rot_dump_source", "rot_dump_restored")
-    for name in names:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    yield names
-    for name in names:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from scratch_databases(conn, "rot_dump_source", "rot_dump_restored")
 
 
 CONFIG_QUERY = ("SELECT parent::text, parent::oid = to_regclass('public.events')::oid, time_column, "

@@ -6,6 +6,8 @@ and comments of a fresh install, and an index built under 0.1 must keep
 answering queries after the update.
 """
 import psycopg
+
+from conftest import scratch_databases
 import pytest
 
 # Everything a database learns from the extension script, one string each.
@@ -41,13 +43,7 @@ ORDER BY 1
 @pytest.fixture
 def databases(conn):
     """Two scratch databases: one for the upgrade, one for a fresh install."""
-    names = ("ivfpq_upgrade_old", "ivfpq_upgrade_new")
-    for name in names:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    yield names
-    for name in names:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from scratch_databases(conn, "ivfpq_upgrade_old", "ivfpq_upgrade_new")
 
 
 def connect(dbname):
