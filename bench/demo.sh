@@ -5,8 +5,9 @@
 #
 # Installs the Debian dependencies, builds and installs the extension, starts
 # a throwaway cluster under .tmp/demo, loads Fashion-MNIST (60,000 x 784) and
-# compares exact k-NN search with the ivfpq index (bench/demo.py). The cluster
-# is stopped on exit, even on failure.
+# compares exact k-NN search with the ivfpq index, then shows the same images
+# as daily partitions maintained by rotation and the background worker
+# (bench/demo.py). The cluster is stopped on exit, even on failure.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,7 +16,10 @@ source "$here/../test/lib/pg.sh"
 
 export IVFPQ_PG_CONF="${IVFPQ_PG_CONF:-shared_buffers = 1GB
 maintenance_work_mem = 1GB
-jit = off}"
+jit = off
+shared_preload_libraries = 'ivfpq'
+ivfpq.worker_databases = 'postgres'
+ivfpq.worker_naptime = 1}"
 
 ivfpq_install_deps
 ivfpq_build_install

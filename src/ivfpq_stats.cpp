@@ -39,7 +39,20 @@ ivfpq_index_stats(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	index = relation_open(index_oid, AccessShareLock);
+	/*
+	 * The index may have been dropped since the caller looked it up (REINDEX
+	 * CONCURRENTLY drops the old index; the background worker runs it):
+	 * then there is nothing to report.
+	 */
+	index = try_relation_open(index_oid, AccessShareLock);
+	if (index == NULL)
+		PG_RETURN_NULL();
+	/* An index whose build has not written its pages yet (CONCURRENTLY, phase 1). */
+	if (index->rd_rel->relkind == RELKIND_INDEX && RelationGetNumberOfBlocks(index) == 0)
+	{
+		relation_close(index, AccessShareLock);
+		PG_RETURN_NULL();
+	}
 	if (index->rd_rel->relkind != RELKIND_INDEX || index->rd_indam == NULL ||
 		index->rd_indam->ambuild != ivfpqbuild)
 		ereport(ERROR,

@@ -748,7 +748,7 @@ BEGIN
 		JOIN pg_class ic ON ic.oid = x.indexrelid
 		JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'ivfpq'
 		JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
-		WHERE x.indrelid = b.partition AND a.attname = t.vector_column) ix ON true
+		WHERE x.indrelid = b.partition AND a.attname = t.vector_column AND x.indisvalid) ix ON true
 	WHERE $1 IS NULL OR t.parent = $1
 	ORDER BY t.parent::text, b.range_from, ix.indexrelid;
 END $$;
