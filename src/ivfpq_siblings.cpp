@@ -21,6 +21,8 @@
  * it merges (1 when it is not under one); IvfpqSiblingScans() reads it when
  * the scan starts.  The value is per backend and per index, overwritten by
  * every query that scans the index, which is right for the query that runs.
+ * The walk runs only while ivfpq.share_rerank is on (the scan reads the
+ * counts only then).
  */
 #include "ivfpq_am.h"
 
@@ -123,7 +125,8 @@ IvfpqExecutorStart(QueryDesc *query_desc, int eflags)
 		previous_executor_start(query_desc, eflags);
 	else
 		standard_ExecutorStart(query_desc, eflags);
-	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0 && query_desc->planstate != NULL)
+	/* Only ivfpq.share_rerank reads the counts: no walk for other queries. */
+	if (ivfpq_share_rerank && (eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0 && query_desc->planstate != NULL)
 	{
 		walk_number++;
 		(void) IvfpqWalkPlanState(query_desc->planstate, NULL);
