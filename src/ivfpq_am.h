@@ -105,6 +105,19 @@ typedef struct IvfpqShapeData
 	int32		metric;			/* IVFPQ_METRIC_* */
 } IvfpqShapeData;
 
+/* Floats of the coarse centroids (lists x dim) and of the PQ codebooks (m x ksub x dsub). */
+static inline Size
+IvfpqCentroidFloats(const IvfpqShapeData *shape)
+{
+	return (Size) shape->lists * shape->dim;
+}
+
+static inline Size
+IvfpqCodebookFloats(const IvfpqShapeData *shape)
+{
+	return (Size) shape->dim << shape->nbits;
+}
+
 typedef struct IvfpqMetaPageData
 {
 	uint32		magic;
@@ -200,7 +213,8 @@ extern uint8 *IvfpqListCodes(Page page, int capacity);
 extern void IvfpqInitListPage(Page page, int capacity, int m);
 extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
 								 Size count, BlockNumber *first_block);
-extern void IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size count);
+extern void IvfpqReadQuantizerArrays(Relation index, const IvfpqMetaPageData *meta,
+									 float *centroids, float *codebooks);
 extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list,
 							  IvfpqDirEntryData *entry);
 extern int64 IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,

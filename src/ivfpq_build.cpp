@@ -338,8 +338,8 @@ static void
 IvfpqTrain(IvfpqBuildState *state)
 {
 	ivfpq::core::TrainConfig config = IvfpqMakeTrainConfig(state);
-	Size		centroid_count = (Size) state->shape.lists * state->shape.dim;
-	Size		codebook_count = (Size) state->shape.dim << state->shape.nbits;
+	Size		centroid_count = IvfpqCentroidFloats(&state->shape);
+	Size		codebook_count = IvfpqCodebookFloats(&state->shape);
 	float	   *sample = state->sample;
 	size_t		sample_rows = (size_t) state->sample_count;
 
@@ -611,9 +611,9 @@ IvfpqWriteFixedPages(Relation index, ForkNumber fork, const IvfpqShapeData *shap
 	layout->codebook_start = InvalidBlockNumber;
 	if (centroids != NULL)
 	{
-		IvfpqWriteFloatPages(index, fork, centroids, (Size) shape->lists * shape->dim,
+		IvfpqWriteFloatPages(index, fork, centroids, IvfpqCentroidFloats(shape),
 							 &layout->centroid_start);
-		IvfpqWriteFloatPages(index, fork, codebooks, (Size) shape->dim << shape->nbits,
+		IvfpqWriteFloatPages(index, fork, codebooks, IvfpqCodebookFloats(shape),
 							 &layout->codebook_start);
 	}
 	layout->directory_start = IvfpqAllocateDirectory(index, fork, shape->lists);
@@ -785,8 +785,8 @@ IvfpqBeginParallel(IvfpqBuildState *state, bool is_concurrent, int requested)
 	Snapshot	snapshot;
 	Size		shared_bytes;
 	Size		sort_bytes;
-	Size		centroid_bytes = sizeof(float) * (Size) state->shape.lists * state->shape.dim;
-	Size		codebook_bytes = sizeof(float) * ((Size) state->shape.dim << state->shape.nbits);
+	Size		centroid_bytes = sizeof(float) * IvfpqCentroidFloats(&state->shape);
+	Size		codebook_bytes = sizeof(float) * IvfpqCodebookFloats(&state->shape);
 	Size		query_bytes = debug_query_string ? strlen(debug_query_string) + 1 : 0;
 	IvfpqShared *shared;
 	Sharedsort *sharedsort;
@@ -1068,8 +1068,6 @@ IvfpqInheritQuantizer(IvfpqBuildState *state, const IvfpqOptions *options, const
 	Relation	source;
 	IvfpqMetaPageData meta;
 	const char *index_name = RelationGetRelationName(state->index);
-	Size		centroid_count;
-	Size		codebook_count;
 
 	if (!OidIsValid(source_oid))
 		ereport(ERROR,
@@ -1121,12 +1119,11 @@ IvfpqInheritQuantizer(IvfpqBuildState *state, const IvfpqOptions *options, const
 	state->inherited = true;
 	state->sample_count = (int64) meta.training_rows;
 	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m);
-	centroid_count = (Size) meta.shape.lists * meta.shape.dim;
-	codebook_count = (Size) meta.shape.dim << meta.shape.nbits;
-	state->centroids = (float *) palloc_extended(sizeof(float) * centroid_count, MCXT_ALLOC_HUGE);
-	state->codebooks = (float *) palloc_extended(sizeof(float) * codebook_count, MCXT_ALLOC_HUGE);
-	IvfpqReadFloatPages(source, meta.centroid_start, state->centroids, centroid_count);
-	IvfpqReadFloatPages(source, meta.codebook_start, state->codebooks, codebook_count);
+	state->centroids = (float *) palloc_extended(sizeof(float) * IvfpqCentroidFloats(&meta.shape),
+												 MCXT_ALLOC_HUGE);
+	state->codebooks = (float *) palloc_extended(sizeof(float) * IvfpqCodebookFloats(&meta.shape),
+												 MCXT_ALLOC_HUGE);
+	IvfpqReadQuantizerArrays(source, &meta, state->centroids, state->codebooks);
 	relation_close(source, NoLock);
 }
 

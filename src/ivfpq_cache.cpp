@@ -199,8 +199,8 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
 												  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old_context = MemoryContextSwitchTo(context);
 	IvfpqQuantizer *q = (IvfpqQuantizer *) palloc0(sizeof(IvfpqQuantizer));
-	Size		centroid_count = (Size) meta->shape.lists * meta->shape.dim;
-	Size		codebook_count = (Size) meta->shape.dim << meta->shape.nbits;
+	Size		centroid_count = IvfpqCentroidFloats(&meta->shape);
+	Size		codebook_count = IvfpqCodebookFloats(&meta->shape);
 
 	MemoryContextSetIdentifier(context, pstrdup(RelationGetRelationName(index)));
 	q->context = context;
@@ -218,8 +218,7 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
 		ivfpq::core::QuantizerView view;
 		float	   *prepared;
 
-		IvfpqReadFloatPages(index, meta->centroid_start, q->centroids, centroid_count);
-		IvfpqReadFloatPages(index, meta->codebook_start, q->codebooks, codebook_count);
+		IvfpqReadQuantizerArrays(index, meta, q->centroids, q->codebooks);
 		view = IvfpqView(q);
 		q->prepared = prepared = (float *) palloc_extended(
 			sizeof(float) * ivfpq::core::PreparedQuantizerFloats(view), MCXT_ALLOC_HUGE);

@@ -146,7 +146,7 @@ IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values, Size 
 }
 
 /* Read count floats from consecutive pages starting at first_block. */
-void
+static void
 IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size count)
 {
 	Size		done = 0;
@@ -163,6 +163,18 @@ IvfpqReadFloatPages(Relation index, BlockNumber first_block, float *values, Size
 		done += n;
 		block++;
 	}
+}
+
+/*
+ * Read a trained index's centroids and codebooks into arrays of
+ * IvfpqCentroidFloats / IvfpqCodebookFloats floats (the cache, and builds
+ * WITH codebooks_from).
+ */
+void
+IvfpqReadQuantizerArrays(Relation index, const IvfpqMetaPageData *meta, float *centroids, float *codebooks)
+{
+	IvfpqReadFloatPages(index, meta->centroid_start, centroids, IvfpqCentroidFloats(&meta->shape));
+	IvfpqReadFloatPages(index, meta->codebook_start, codebooks, IvfpqCodebookFloats(&meta->shape));
 }
 
 /* ---------- list directory ---------- */
