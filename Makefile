@@ -8,6 +8,31 @@ EXTENSION  = ivfpq
 EXTVERSION = 0.2
 
 MODULE_big = ivfpq
+
+# PGXS reads its variables from the environment too, and a shell that happens
+# to export DATA, DOCS or SCRIPTS would make `make install` try to install
+# files that do not exist.  Every PGXS variable this build does not use is set
+# empty here, and the ones it uses are set (not appended to) below.
+MODULES        =
+PROGRAM        =
+MODULEDIR      =
+DATA_TSEARCH   =
+DOCS           =
+SCRIPTS        =
+SCRIPTS_built  =
+HEADERS        =
+HEADERS_built  =
+ISOLATION      =
+ISOLATION_OPTS =
+TAP_TESTS      =
+NO_INSTALL     =
+NO_INSTALLCHECK =
+EXTRA_CLEAN    =
+EXTRA_INSTALL  =
+PG_CFLAGS      =
+PG_LDFLAGS     =
+PG_LIBS        =
+PG_LIBS_INTERNAL =
 GLUE_SRCS  = $(sort $(wildcard src/*.cpp))
 CORE_SRCS  = $(sort $(wildcard src/core/*.cpp))
 OBJS       = $(GLUE_SRCS:.cpp=.o) $(CORE_SRCS:.cpp=.o)
@@ -35,7 +60,7 @@ PG_CPPFLAGS  = -I$(srcdir)/src -I$(srcdir)/src/core
 PG_CXXFLAGS  = -std=c++17 -fopenmp -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
                -Wno-cast-function-type -Wno-register $(WERROR)
 # Static FAISS plus what it needs; keep FAISS/C++ symbols out of the dynamic table.
-SHLIB_LINK  += -Wl,--exclude-libs,ALL /usr/lib/x86_64-linux-gnu/libfaiss.a \
+SHLIB_LINK  = -Wl,--exclude-libs,ALL /usr/lib/x86_64-linux-gnu/libfaiss.a \
                -lopenblas -llapack -fopenmp -lgomp -lstdc++ -lm
 
 # Debian's PG15 is built with LLVM JIT; we do not ship bitcode (no clang needed).

@@ -24,6 +24,12 @@ Steps, on one cluster, in one run:
   6. memory per backend after the sweep, from pg_backend_memory_contexts in
      each querying backend: ivfpq's contexts and the backend's total (and an
      idle backend's total for reference);
+  6b. many connections (--connections, default 100; 0 skips): each opens,
+     sets ivfpq.cache_mb to each of --cache-budgets in turn, runs a few
+     queries over the parent at the setting that reached recall 0.95, and
+     reports its ivfpq memory contexts and its RssAnon
+     (bench/connections_memory.py): the budget holding with 30 partitions
+     and 100 connections;
   7. one nightly seal-and-retrain: REINDEX INDEX CONCURRENTLY of the newest
      partition's index (what the background worker does once a day is
      sealed), then a new empty partition for the next day whose index is
@@ -50,6 +56,7 @@ import time
 import numpy as np
 import psycopg
 
+import connections_memory
 import datasets
 import ivfpq_bench
 import pgclient
@@ -101,6 +108,10 @@ def parse_args(argv=None):
                     "e.g. 'sample_rows = 20000'")
     ap.add_argument("--table-options", default="", help="CREATE TABLE ... WITH (...) options of the single "
                     "table and of every partition, e.g. 'toast_tuple_target = 8160'")
+    ap.add_argument("--connections", type=int, default=100,
+                    help="connections of the memory step (default %(default)s; 0 skips it; max_connections must allow it)")
+    ap.add_argument("--cache-budgets", type=int_list, default=[256, 16],
+                    help="ivfpq.cache_mb values of the memory step (default 256,16)")
     ap.add_argument("--results", help="output path (.md and .json written next to each other); "
                     "default bench/results/partitions-<dataset>-<P>x<R>-<date>")
     args = ap.parse_args(argv)
@@ -276,6 +287,20 @@ def memory(conns, dsn):
     return out
 
 
+def many_connections(args, comparison, queries):
+    """The memory of --connections backends querying the parent, per cache budget, at the
+    partitioned side's setting that reached recall 0.95 (else the best it reached)."""
+    if args.connections <= 0:
+        return None
+    reached = [c["partitioned"] for c in comparison.values() if c["partitioned"]]
+    chosen = comparison.get("0.95", {}).get("partitioned") or (reached[-1] if reached else None)
+    sets = list(args.part_set)
+    if chosen:
+        sets += [f"ivfpq.probes={chosen['probes']}", f"ivfpq.rerank={chosen['rerank']}"]
+    return connections_memory.measure(args.dsn, PARENT, queries[:5], args.connections,
+                                      args.cache_budgets, sets, log)
+
+
 def seal_and_retrain(conn, args, partitions, dim):
     """REINDEX CONCURRENTLY the newest partition's index, then create the next day's
     empty partition with an index inheriting its codebooks; return the timings."""
@@ -365,6 +390,11 @@ def summary_lines(result):
         m = mem[side]
         out.append(f"memory of the {side} backend: ivfpq contexts {mib(m['ivfpq_total_bytes'])}, "
                    f"backend total {mib(m['backend_total_bytes'])} (idle backend {mib(mem['idle']['backend_total_bytes'])})")
+    for b in (result.get("connections_memory") or {}).get("budgets", []):
+        out.append(f"{b['connections']} connections over {PARENT}, ivfpq.cache_mb = {b['cache_mb']}: ivfpq contexts "
+                   f"at most {mib(b['ivfpq_bytes_max'])} per backend ({'within' if b['within_budget'] else 'OVER'} "
+                   f"budget), {mib(b['ivfpq_bytes_sum'])} in all"
+                   + (f", RssAnon {mib(b['rss_anon_bytes_sum'])} in all" if b["rss_anon_bytes_sum"] else ""))
     out.append(f"CREATE INDEX: {result['partitions']} partitions {part['build_s']:.1f} s in total "
                f"({part['build_s'] / result['partitions']:.1f} s each), single table {single['build_s']:.1f} s")
     out.append(f"nightly seal-and-retrain: REINDEX INDEX CONCURRENTLY of one {rt['reindex_rows']}-row partition "
@@ -414,6 +444,7 @@ def markdown(result):
               "pg_backend_memory_contexts in each querying backend (one connection per side); ivfpq = contexts "
               "whose name starts with 'ivfpq'; idle = a fresh connection that only loaded the library.", ""]
     lines += memory_rows(result["memory"])
+    lines += connections_memory.markdown(result.get("connections_memory"))
     lines += ["## Nightly seal-and-retrain", "", "| step | time |", "|---|---|",
               f"| `{rt['reindex_sql']}` ({rt['reindex_rows']} rows; what the worker does on a sealed day) "
               f"| {rt['reindex_s']:.1f} s |",
@@ -497,6 +528,7 @@ def main(argv=None):
         # 5-7. comparison, memory, retrain
         result["comparison"] = compare(rows)
         result["memory"] = memory(conns, args.dsn)
+        result["connections_memory"] = many_connections(args, result["comparison"], queries)
         result["retrain"] = seal_and_retrain(conn, args, part["partitions"], ds.dim)
     finally:
         for c in conns.values():

@@ -7,7 +7,8 @@
 # cluster named "bench" under .tmp/bench with settings sized for the benchmark,
 # runs bench/ivfpq_bench.py (results in bench/results/), and stops the cluster.
 # Override the server settings with IVFPQ_PG_CONF (postgresql.conf lines), or
-# only shared_buffers with IVFPQ_SHARED_BUFFERS. IVFPQ_NO_INSTALL=1 skips the
+# only shared_buffers with IVFPQ_SHARED_BUFFERS. max_connections is 130 so that
+# partitions_bench.py can open its 100 connections. IVFPQ_NO_INSTALL=1 skips the
 # build and install and uses the extension already installed.
 #
 # Other benchmarks reuse this wrapper (bench/partitions.sh): IVFPQ_BENCH_SCRIPT
@@ -34,7 +35,8 @@ max_parallel_maintenance_workers = 1
 jit = off
 max_wal_size = 8GB
 checkpoint_timeout = 30min
-effective_cache_size = 8GB}"
+effective_cache_size = 8GB
+max_connections = 130}"
 
 ivfpq_install_deps
 [ "${IVFPQ_NO_INSTALL:-0}" = 1 ] || ivfpq_build_install
