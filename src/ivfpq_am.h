@@ -10,7 +10,10 @@
  *	codebook_start ...			PQ codebooks, m x ksub x dsub float32, same packing
  *	directory_start ...			list directory, IVFPQ_DIR_ENTRIES_PER_PAGE
  *								IvfpqDirEntryData per page, consecutive pages
- *	(anything after)			list pages: a chain per list, linked by next_block
+ *	(anything after)			list pages: a chain per list, linked by next_block;
+ *								pages VACUUM unlinked (IVFPQ_PAGE_DELETED), which
+ *								the free space map hands out again once no
+ *								transaction can still hold a pointer to them
  *
  * A list page holds up to meta->list_page_capacity entries (a multiple of
  * kCodeBlock): an array of heap TIDs, then the PQ codes in the core's blocked
@@ -31,6 +34,7 @@ extern "C"
 {
 #include "access/amapi.h"
 #include "access/generic_xlog.h"
+#include "access/transam.h"
 #include "access/reloptions.h"
 #include "nodes/execnodes.h"
 #include "storage/bufmgr.h"
@@ -49,6 +53,7 @@ extern "C"
 #define IVFPQ_PAGE_FLOATS		2	/* centroids or codebooks */
 #define IVFPQ_PAGE_DIRECTORY	3
 #define IVFPQ_PAGE_LIST			4
+#define IVFPQ_PAGE_DELETED		5	/* unlinked from its list by VACUUM */
 
 /*
  * Support functions of the opclasses.  Number 1 (an exact distance) was
@@ -82,7 +87,10 @@ typedef struct IvfpqPageOpaqueData
 	BlockNumber next_block;		/* next page of a list chain, or Invalid */
 	uint16		entry_count;	/* list pages: entries in use */
 	uint16		page_type;		/* IVFPQ_PAGE_* */
-	uint16		unused;
+	uint16		inserted;		/* list pages: how many of the entries, the
+								 * last ones on the page, were added by
+								 * aminsert after the build (0 on pages
+								 * written before version 0.3) */
 	uint16		page_id;		/* IVFPQ_PAGE_ID */
 } IvfpqPageOpaqueData;
 
@@ -148,6 +156,17 @@ typedef struct IvfpqDirEntryData
 
 typedef IvfpqDirEntryData *IvfpqDirEntry;
 
+/*
+ * A deleted page's contents: the next transaction id when VACUUM unlinked it.
+ * The page may be handed out again once no running transaction is older
+ * (IvfpqPageIsRecyclable), because only such a transaction can have read a
+ * pointer to it (an inserter's tail hint) before the unlink.
+ */
+typedef struct IvfpqDeletedPageData
+{
+	FullTransactionId delete_xid;
+} IvfpqDeletedPageData;
+
 /* Usable bytes of a page between the header and the special space. */
 #define IVFPQ_PAGE_CONTENT_BYTES \
 	(BLCKSZ - MAXALIGN(SizeOfPageHeaderData) - MAXALIGN(sizeof(IvfpqPageOpaqueData)))
@@ -208,6 +227,10 @@ extern Buffer IvfpqNewBuffer(Relation index, ForkNumber fork);
 extern void IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta);
 extern Size IvfpqListCodeOffset(int capacity);
 extern int	IvfpqListPageCapacity(int m);
+extern Buffer IvfpqNewListBuffer(Relation index);
+extern Buffer IvfpqChainNext(Relation index, Buffer buffer, int lock_mode, BufferAccessStrategy strategy);
+extern bool IvfpqPageIsRecyclable(Page page);
+extern void IvfpqInitDeletedPage(Page page, BlockNumber next_block);
 extern ItemPointer IvfpqListTids(Page page);
 extern uint8 *IvfpqListCodes(Page page, int capacity);
 extern void IvfpqInitListPage(Page page, int capacity, int m);
@@ -218,8 +241,16 @@ extern void IvfpqReadQuantizerArrays(Relation index, const IvfpqMetaPageData *me
 extern void IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list,
 							  IvfpqDirEntryData *entry);
 extern int64 IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,
-								   BufferAccessStrategy strategy);
+								   BufferAccessStrategy strategy, int64 *pages, int64 *inserted);
 extern void IvfpqNormalize(float *x, int dim, bool *is_zero);
+
+/* First block after the directory: list, deleted and free pages live from here. */
+static inline BlockNumber
+IvfpqFirstListBlock(const IvfpqMetaPageData *meta)
+{
+	return meta->directory_start +
+		(BlockNumber) ((Max(meta->shape.lists, 1) + IVFPQ_DIR_ENTRIES_PER_PAGE - 1) / IVFPQ_DIR_ENTRIES_PER_PAGE);
+}
 
 /* ---------- ivfpq_cache.cpp ---------- */
 extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
@@ -228,6 +259,9 @@ extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,
 							 ItemPointer tid, const uint8 *code);
+
+/* ---------- ivfpq_stats.cpp ---------- */
+extern void IvfpqCheckReadable(Relation index, const char *function);
 
 /* ---------- ivfpq_siblings.cpp ---------- */
 extern void IvfpqSiblingsInit(void);

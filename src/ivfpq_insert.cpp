@@ -17,6 +17,9 @@ extern "C"
  * onto a new page linked after it.  Concurrent inserters are safe: the tail
  * page's next_block is the truth, the directory's tail_block only a hint.
  * Every change is WAL-logged with GenericXLog (at most 3 pages per record).
+ * New pages come from the free space map first (pages VACUUM freed).  The
+ * entry goes after the page's others and counts as added since the build
+ * (IvfpqPageOpaqueData.inserted).
  */
 void
 IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer tid,
@@ -40,7 +43,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 		dir_entry = &((IvfpqDirEntry) PageGetContents(BufferGetPage(dir_buffer)))[dir_slot];
 		if (dir_entry->first_block == InvalidBlockNumber)
 		{
-			Buffer		new_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			Buffer		new_buffer = IvfpqNewListBuffer(index);
 			GenericXLogState *state = GenericXLogStart(index);
 			Page		dir_page = GenericXLogRegisterBuffer(state, dir_buffer, 0);
 			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
@@ -50,6 +53,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			IvfpqListTids(new_page)[0] = *tid;
 			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->shape.m, code);
 			IvfpqPageGetOpaque(new_page)->entry_count = 1;
+			IvfpqPageGetOpaque(new_page)->inserted = 1;
 			e->first_block = BufferGetBlockNumber(new_buffer);
 			e->tail_block = e->first_block;
 			GenericXLogFinish(state);
@@ -72,6 +76,20 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 		page = BufferGetPage(buffer);
 		opaque = IvfpqPageGetOpaque(page);
 
+		if (opaque->page_type != IVFPQ_PAGE_LIST)
+		{
+			/*
+			 * VACUUM unlinked the page our tail hint named after we read it
+			 * (it cannot have been reused while this transaction runs; see
+			 * ivfpq_pages.cpp).  Start again from the directory: from its
+			 * new hint, or from the list's first page, which is never
+			 * unlinked.
+			 */
+			UnlockReleaseBuffer(buffer);
+			IvfpqReadDirEntry(index, q->directory_start, list, &entry);
+			block = entry.tail_block != block ? entry.tail_block : entry.first_block;
+			continue;
+		}
 		if (opaque->entry_count < capacity)
 		{
 			GenericXLogState *state = GenericXLogStart(index);
@@ -83,6 +101,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			ivfpq::core::StoreBlockedCode(IvfpqListCodes(wpage, capacity), (size_t) slot,
 										  (size_t) q->shape.m, code);
 			wopaque->entry_count++;
+			wopaque->inserted++;
 			GenericXLogFinish(state);
 			UnlockReleaseBuffer(buffer);
 			return;
@@ -97,7 +116,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 
 		/* Full tail: link a new page after it. */
 		{
-			Buffer		new_buffer = IvfpqNewBuffer(index, MAIN_FORKNUM);
+			Buffer		new_buffer = IvfpqNewListBuffer(index);
 			BlockNumber new_block = BufferGetBlockNumber(new_buffer);
 			GenericXLogState *state = GenericXLogStart(index);
 			Page		wpage = GenericXLogRegisterBuffer(state, buffer, 0);
@@ -108,6 +127,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			IvfpqListTids(new_page)[0] = *tid;
 			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->shape.m, code);
 			IvfpqPageGetOpaque(new_page)->entry_count = 1;
+			IvfpqPageGetOpaque(new_page)->inserted = 1;
 			IvfpqPageGetOpaque(wpage)->next_block = new_block;
 			GenericXLogFinish(state);
 			UnlockReleaseBuffer(new_buffer);

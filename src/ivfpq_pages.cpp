@@ -10,8 +10,10 @@
 
 extern "C"
 {
+#include "storage/indexfsm.h"
 #include "storage/lmgr.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 }
 
 /* Initialise an empty ivfpq page of the given type. */
@@ -25,7 +27,7 @@ IvfpqInitPage(Page page, uint16 page_type)
 	opaque->next_block = InvalidBlockNumber;
 	opaque->entry_count = 0;
 	opaque->page_type = page_type;
-	opaque->unused = 0;
+	opaque->inserted = 0;
 	opaque->page_id = IVFPQ_PAGE_ID;
 }
 
@@ -46,6 +48,109 @@ IvfpqNewBuffer(Relation index, ForkNumber fork)
 	if (need_lock)
 		UnlockRelationForExtension(index, ExclusiveLock);
 	return buffer;
+}
+
+/*
+ * ---------- chains, deleted pages and page reuse ----------
+ *
+ * The rule that keeps scans correct while VACUUM moves entries and unlinks
+ * pages (ivfpq_vacuum.cpp):
+ *
+ *	 Everyone walks a list chain with lock coupling, in chain order: the next
+ *	 page is locked before the current one is released (IvfpqChainNext).
+ *	 VACUUM changes two neighbouring pages, prev and cur, only while it holds
+ *	 both exclusively, and in one WAL record.
+ *
+ * So a reader is always wholly before prev or wholly after cur when the
+ * change happens: it sees both pages as they were or both as they are, and an
+ * entry moved from cur into prev is read exactly once.  A reader can never
+ * stand on a page between reading the link to it and locking it, so no
+ * reader reaches an unlinked page through the chain.  The only pointers read
+ * without the chain are the directory's tail hints (inserters): VACUUM moves
+ * a hint off a page in the same record that unlinks the page, and the page
+ * is not reused until every transaction that might have read the old hint
+ * has ended (IvfpqPageIsRecyclable); an inserter that lands on a deleted page
+ * starts again from the directory.  Redo of a generic WAL record locks its
+ * pages in registration order and releases them together, so standby scans
+ * follow the same rule without recovery conflicts.
+ */
+
+/*
+ * Lock coupling: pin and lock the page after 'buffer' in its chain, then
+ * release 'buffer'.  Returns InvalidBuffer at the end of the chain.
+ */
+Buffer
+IvfpqChainNext(Relation index, Buffer buffer, int lock_mode, BufferAccessStrategy strategy)
+{
+	BlockNumber next = IvfpqPageGetOpaque(BufferGetPage(buffer))->next_block;
+	Buffer		next_buffer = InvalidBuffer;
+
+	if (next != InvalidBlockNumber)
+	{
+		next_buffer = ReadBufferExtended(index, MAIN_FORKNUM, next, RBM_NORMAL, strategy);
+		LockBuffer(next_buffer, lock_mode);
+	}
+	UnlockReleaseBuffer(buffer);
+	return next_buffer;
+}
+
+/* Make page a deleted page (VACUUM, inside its WAL record), keeping next_block. */
+void
+IvfpqInitDeletedPage(Page page, BlockNumber next_block)
+{
+	IvfpqDeletedPageData *data;
+
+	IvfpqInitPage(page, IVFPQ_PAGE_DELETED);
+	IvfpqPageGetOpaque(page)->next_block = next_block;
+	data = (IvfpqDeletedPageData *) PageGetContents(page);
+	data->delete_xid = ReadNextFullTransactionId();
+	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqDeletedPageData);
+}
+
+/* May this page be handed out again?  New (never written) pages and old enough deleted ones. */
+bool
+IvfpqPageIsRecyclable(Page page)
+{
+	IvfpqPageOpaque opaque;
+
+	if (PageIsNew(page))
+		return true;
+	opaque = IvfpqPageGetOpaque(page);
+	if (opaque->page_id != IVFPQ_PAGE_ID || opaque->page_type != IVFPQ_PAGE_DELETED)
+		return false;
+	return GlobalVisCheckRemovableFullXid(NULL, ((IvfpqDeletedPageData *) PageGetContents(page))->delete_xid);
+}
+
+/*
+ * A page for a list, pinned and exclusively locked: a free page the free
+ * space map knows of if there is one (checked again here: the map is not
+ * crash-safe and may be stale), else a new page at the end.  The caller
+ * initialises it in a WAL record with GENERIC_XLOG_FULL_IMAGE.
+ */
+Buffer
+IvfpqNewListBuffer(Relation index)
+{
+	if (!RELATION_IS_LOCAL(index))
+	{
+		for (;;)
+		{
+			BlockNumber block = GetFreeIndexPage(index);
+			Buffer		buffer;
+
+			if (block == InvalidBlockNumber)
+				break;
+			buffer = ReadBuffer(index, block);
+			/* Someone else using it (a stale map entry): not free after all. */
+			if (ConditionalLockBuffer(buffer))
+			{
+				if (IvfpqPageIsRecyclable(BufferGetPage(buffer)))
+					return buffer;
+				LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
+			}
+			ReleaseBuffer(buffer);
+		}
+	}
+	return IvfpqNewBuffer(index, MAIN_FORKNUM);
 }
 
 /* Copy the metapage contents into *meta; errors if this is not an ivfpq index. */
@@ -191,28 +296,33 @@ IvfpqReadDirEntry(Relation index, BlockNumber directory_start, int list, IvfpqDi
 	UnlockReleaseBuffer(buffer);
 }
 
-/* Entries in one list, counted page by page under share locks. */
+/*
+ * Entries in one list, counted page by page under share locks (coupled);
+ * also its pages and its entries added since the build, if asked.
+ */
 int64
 IvfpqCountListEntries(Relation index, BlockNumber directory_start, int list,
-					  BufferAccessStrategy strategy)
+					  BufferAccessStrategy strategy, int64 *pages, int64 *inserted)
 {
 	IvfpqDirEntryData entry;
-	BlockNumber block;
+	Buffer		buffer;
 	int64		count = 0;
 
 	IvfpqReadDirEntry(index, directory_start, list, &entry);
-	for (block = entry.first_block; block != InvalidBlockNumber;)
+	if (entry.first_block == InvalidBlockNumber)
+		return 0;
+	buffer = ReadBufferExtended(index, MAIN_FORKNUM, entry.first_block, RBM_NORMAL, strategy);
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	while (BufferIsValid(buffer))
 	{
-		Buffer		buffer = ReadBufferExtended(index, MAIN_FORKNUM, block, RBM_NORMAL, strategy);
-		IvfpqPageOpaque opaque;
-
-		LockBuffer(buffer, BUFFER_LOCK_SHARE);
-		opaque = IvfpqPageGetOpaque(BufferGetPage(buffer));
-		count += opaque->entry_count;
-		block = opaque->next_block;
-		UnlockReleaseBuffer(buffer);
-		CHECK_FOR_INTERRUPTS();
+		count += IvfpqPageGetOpaque(BufferGetPage(buffer))->entry_count;
+		if (pages != NULL)
+			(*pages)++;
+		if (inserted != NULL)
+			*inserted += IvfpqPageGetOpaque(BufferGetPage(buffer))->inserted;
+		buffer = IvfpqChainNext(index, buffer, BUFFER_LOCK_SHARE, strategy);
 	}
+	CHECK_FOR_INTERRUPTS();
 	return count;
 }
 

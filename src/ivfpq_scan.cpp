@@ -214,7 +214,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	size_t		ksub = (size_t) 1 << q->shape.nbits;
 	float		bias = 0;
 	IvfpqDirEntryData entry;
-	BlockNumber block;
+	Buffer		buffer;
 
 	if (q->trained && q->shape.metric == IVFPQ_METRIC_IP)
 	{
@@ -260,15 +260,18 @@ IvfpqScanList(IndexScanDesc scan, int list)
 		});
 	}
 
+	/* Lock coupling along the chain: ivfpq_pages.cpp states the rule. */
 	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
-	for (block = entry.first_block; block != InvalidBlockNumber;)
+	if (entry.first_block == InvalidBlockNumber)
+		return;
+	buffer = ReadBuffer(index, entry.first_block);
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	while (BufferIsValid(buffer))
 	{
-		Buffer		buffer = ReadBuffer(index, block);
 		Page		page;
 		IvfpqPageOpaque opaque;
 		int			n;
 
-		LockBuffer(buffer, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buffer);
 		opaque = IvfpqPageGetOpaque(page);
 		n = opaque->entry_count;
@@ -304,10 +307,9 @@ IvfpqScanList(IndexScanDesc scan, int list)
 			}
 			so->pool_count += n;
 		}
-		block = opaque->next_block;
-		UnlockReleaseBuffer(buffer);
-		CHECK_FOR_INTERRUPTS();
+		buffer = IvfpqChainNext(index, buffer, BUFFER_LOCK_SHARE, NULL);
 	}
+	CHECK_FOR_INTERRUPTS();
 }
 
 /* Probe the next 'count' lists in centroid order. */

@@ -102,3 +102,52 @@ def test_update_from_0_1(databases):
         assert by_index == exact
         stats = old.execute("SELECT trained, inherited FROM ivfpq_index_stats('items_idx')").fetchone()
         assert stats == (True, False)
+
+
+@pytest.fixture
+def databases_0_2(conn):
+    yield from scratch_databases(conn, "ivfpq_upgrade2_old", "ivfpq_upgrade2_new")
+
+
+def test_update_from_0_2(databases_0_2):
+    """0.2 -> current: the catalog matches a fresh install, and an index built and
+    grown under 0.2 is vacuumed, verified and described by the new version."""
+    old_db, new_db = databases_0_2
+    with connect(old_db) as old, connect(new_db) as new:
+        old.execute("CREATE EXTENSION ivfpq VERSION '0.2'")
+        old.execute("CREATE TABLE items (id int, e vector(8))")
+        old.execute(
+            "INSERT INTO items SELECT i, ARRAY(SELECT sin(i * 0.37 + d * 1.3 + (i % 17) * d)::real FROM generate_series(1, 8) d)::vector "
+            "FROM generate_series(1, 3000) i")
+        old.execute("CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 8, m = 4)")
+        old.execute(
+            "INSERT INTO items SELECT i, ARRAY(SELECT cos(i * 0.11 + d)::real FROM generate_series(1, 8) d)::vector "
+            "FROM generate_series(3001, 4000) i")
+        # 0.2's ivfpq_index_stats has 15 columns and reads the same library.
+        cur = old.execute("SELECT * FROM ivfpq_index_stats('items_idx')")
+        assert len(cur.description) == 15 and cur.fetchone()[1] == 4000
+        assert old.execute("SELECT to_regprocedure('ivfpq_verify(regclass,boolean)')").fetchone()[0] is None
+
+        old.execute("ALTER EXTENSION ivfpq UPDATE")
+        default = old.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'ivfpq'").fetchone()[0]
+        assert old.execute("SELECT extversion FROM pg_extension WHERE extname = 'ivfpq'").fetchone()[0] == default
+        new.execute("CREATE EXTENSION ivfpq")
+        old_catalog = [r[0] for r in old.execute(CATALOG_QUERY).fetchall()]
+        new_catalog = [r[0] for r in new.execute(CATALOG_QUERY).fetchall()]
+        assert (sorted(set(new_catalog) - set(old_catalog)), sorted(set(old_catalog) - set(new_catalog))) == ([], [])
+
+        assert old.execute("SELECT * FROM ivfpq_verify('items_idx', true)").fetchall() == []
+        old.execute("DELETE FROM items WHERE id % 2 = 0")
+        old.execute("VACUUM items")
+        assert old.execute("SELECT * FROM ivfpq_verify('items_idx', true)").fetchall() == []
+        cur = old.execute("SELECT rows, free_pages, list_pages_max FROM ivfpq_index_stats('items_idx')")
+        rows, free_pages, list_pages_max = cur.fetchone()
+        assert rows == 2000 and free_pages >= 0 and list_pages_max >= 1
+        old.execute("SET ivfpq.probes = 8")
+        old.execute("SET enable_seqscan = off")
+        query = "SELECT id FROM items ORDER BY e <-> (SELECT e FROM items WHERE id = 41) LIMIT 10"
+        by_index = [r[0] for r in old.execute(query).fetchall()]
+        old.execute("SET enable_indexscan = off")
+        old.execute("SET enable_seqscan = on")
+        assert by_index == [r[0] for r in old.execute(query).fetchall()]

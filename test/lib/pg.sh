@@ -14,7 +14,8 @@
 # Extra postgresql.conf lines can be given in IVFPQ_PG_CONF before starting.
 
 IVFPQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-IVFPQ_PGBIN="/usr/lib/postgresql/15/bin"
+# IVFPQ_PGBIN may name another (relocated) copy of the server for development.
+IVFPQ_PGBIN="${IVFPQ_PGBIN:-/usr/lib/postgresql/15/bin}"
 IVFPQ_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-client-15 libfaiss-dev \
 libopenblas-dev liblapack-dev postgresql-15-cron python3-psycopg python3-numpy python3-faiss \
 python3-pytest libipc-run-perl dataset-fashion-mnist libgtest-dev cmake g++ make"

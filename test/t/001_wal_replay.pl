@@ -57,6 +57,43 @@ is($standby->safe_psql('postgres', $count_via_index),
 	$primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
 	'every live row is reachable through the index on the replica');
 
+# VACUUM's page freeing and reuse replay on the standby: half the rows go,
+# VACUUM moves entries and unlinks pages, the next VACUUM hands them to the
+# free space map, and new rows take them.
+my $space = 'SELECT rows, pages, free_pages, list_pages_max FROM ivfpq_index_stats(\'items_idx\')';
+$primary->safe_psql('postgres',
+	"INSERT INTO items SELECT 100000 + i, ARRAY(SELECT random() FROM generate_series(1, $dim) WHERE i > 0)::vector "
+	  . "FROM generate_series(1, 30000) i");
+$primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 2 = 0');
+$primary->safe_psql('postgres', 'VACUUM items');
+$primary->wait_for_catchup($standby);
+cmp_ok($primary->safe_psql('postgres', "SELECT free_pages FROM ivfpq_index_stats('items_idx')"), '>', 0,
+	'VACUUM unlinked list pages');
+is($standby->safe_psql('postgres', $space), $primary->safe_psql('postgres', $space),
+	'after VACUUM unlinked pages the replica has the same rows, pages and free pages');
+is($standby->safe_psql('postgres', $knn), $primary->safe_psql('postgres', $knn),
+	'after VACUUM unlinked pages the replica returns the same neighbours');
+is($standby->safe_psql('postgres', $count_via_index), $primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
+	'after VACUUM unlinked pages every live row is reachable through the index on the replica');
+$primary->safe_psql('postgres', 'SELECT txid_current()');
+$primary->safe_psql('postgres', 'VACUUM items');
+my $pages_before_reuse = $primary->safe_psql('postgres', "SELECT pages FROM ivfpq_index_stats('items_idx')");
+$primary->safe_psql('postgres',
+	"INSERT INTO items SELECT 200000 + i, ARRAY(SELECT random() FROM generate_series(1, $dim) WHERE i > 0)::vector "
+	  . "FROM generate_series(1, 5000) i");
+$primary->wait_for_catchup($standby);
+is($primary->safe_psql('postgres', "SELECT pages FROM ivfpq_index_stats('items_idx')"), $pages_before_reuse,
+	'new rows went into freed pages: the index did not grow');
+is($standby->safe_psql('postgres', $space), $primary->safe_psql('postgres', $space),
+	'after reuse of freed pages the replica has the same rows, pages and free pages');
+my $knn2 = $knn =~ s/LIMIT 10/LIMIT 30/r;
+is($standby->safe_psql('postgres', $knn2), $primary->safe_psql('postgres', $knn2),
+	'after reuse of freed pages the replica returns the same neighbours');
+is($standby->safe_psql('postgres', $count_via_index), $primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
+	'after reuse of freed pages every live row is reachable through the index on the replica');
+is($primary->safe_psql('postgres', "SELECT count(*) FROM ivfpq_verify('items_idx', true)"), '0',
+	'ivfpq_verify is clean on the primary');
+
 # crash recovery: committed inserts survive an immediate stop
 $primary->safe_psql('postgres',
 	"INSERT INTO items SELECT 50000 + i, ARRAY(SELECT random() FROM generate_series(1, $dim) WHERE i > 0)::vector "
