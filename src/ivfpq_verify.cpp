@@ -344,8 +344,13 @@ IvfpqVerifyUnreached(IvfpqVerifyState *vs, const IvfpqMetaPageData *meta, const 
 		buffer = ReadBuffer(vs->index, block);
 		LockBuffer(buffer, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buffer);
-		if (!PageIsNew(page) && IvfpqCheckPageType(vs, page, block, -1, IVFPQ_PAGE_DELETED) &&
-			IvfpqPageGetOpaque(page)->entry_count != 0)
+		if (!PageIsNew(page) && PageGetSpecialSize(page) == MAXALIGN(sizeof(IvfpqPageOpaqueData)) &&
+			IvfpqPageGetOpaque(page)->page_id == IVFPQ_PAGE_ID &&
+			IvfpqPageGetOpaque(page)->page_type == IVFPQ_PAGE_LIST)
+			IvfpqProblem(vs, block, -1, "list page with %d entries is on no list's chain",
+						 IvfpqPageGetOpaque(page)->entry_count);
+		else if (!PageIsNew(page) && IvfpqCheckPageType(vs, page, block, -1, IVFPQ_PAGE_DELETED) &&
+				 IvfpqPageGetOpaque(page)->entry_count != 0)
 			IvfpqProblem(vs, block, -1, "deleted page holds %d entries", IvfpqPageGetOpaque(page)->entry_count);
 		UnlockReleaseBuffer(buffer);
 		CHECK_FOR_INTERRUPTS();
