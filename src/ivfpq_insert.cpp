@@ -151,6 +151,46 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 	}
 }
 
+/*
+ * An index built on an empty table with an untyped vector column does not
+ * know its dimensions (0 in the metapage).  The first row inserted settles
+ * them, WAL-logged under the metapage's exclusive lock; later rows of other
+ * dimensions are refused as for any index, so the table stays one that
+ * REINDEX can rebuild.  Read from the page each time (not the cached
+ * quantizer, which keeps the 0 it was loaded with) while this state lasts.
+ */
+static void
+IvfpqSettleDimensions(Relation index, int dim)
+{
+	Buffer		buffer = ReadBuffer(index, IVFPQ_METAPAGE_BLKNO);
+	int			known;
+
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	known = IvfpqPageGetMeta(BufferGetPage(buffer))->shape.dim;
+	if (known == 0)
+	{
+		LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
+		LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+		known = IvfpqPageGetMeta(BufferGetPage(buffer))->shape.dim;
+		if (known == 0)
+		{
+			GenericXLogState *state = GenericXLogStart(index);
+			Page		page = GenericXLogRegisterBuffer(state, buffer, 0);
+
+			IvfpqPageGetMeta(page)->shape.dim = dim;
+			GenericXLogFinish(state);
+			known = dim;
+		}
+	}
+	UnlockReleaseBuffer(buffer);
+	if (dim != known)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("expected %d dimensions, not %d", known, dim),
+				 errdetail("Index \"%s\" holds vectors of %d dimensions.",
+						   RelationGetRelationName(index), known)));
+}
+
 /* aminsert: index one heap row; NULL vectors are not indexed. */
 bool
 ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
@@ -174,7 +214,9 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 
 	q = IvfpqGetQuantizer(index, false);
 	v = DatumGetVector(values[0]);
-	if (q->shape.dim > 0 && v->dim != q->shape.dim)
+	if (q->shape.dim == 0)
+		IvfpqSettleDimensions(index, v->dim);
+	else if (v->dim != q->shape.dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("expected %d dimensions, not %d", q->shape.dim, v->dim),
