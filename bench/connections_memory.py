@@ -141,7 +141,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     queries = np.asarray(datasets.load(args.dataset).queries[:args.queries], dtype=np.float32)
     mem = measure(args.dsn, args.table, queries, args.connections,
-                  [int(b) for b in args.budgets.split(",")], args.set)
+                  [int(b) for b in args.budgets.split(",")], args.set,
+                  log=lambda line: print(line, file=sys.stderr))
     print("\n".join(markdown(mem)))
     return 0
 

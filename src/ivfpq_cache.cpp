@@ -19,6 +19,8 @@
  * or a cancel while it loads (reading pages, preparing codebooks, building
  * term tables) frees everything it had allocated.
  */
+#include <malloc.h>
+
 #include "ivfpq_am.h"
 
 extern "C"
@@ -39,6 +41,9 @@ static HTAB *quantizer_cache = NULL;
 static MemoryContext quantizer_cache_context = NULL;
 static uint64 cache_clock = 0;
 static Size cache_bytes = 0;		/* sum of the entries' bytes */
+
+/* Freed at a transaction's end, worth handing back to the operating system. */
+#define IVFPQ_TRIM_BYTES ((Size) 4 * 1024 * 1024)
 
 /*
  * Entries replaced while pinned (the index was rebuilt during a transaction
@@ -62,6 +67,7 @@ IvfpqCacheXactCallback(XactEvent event, void *arg)
 	HASH_SEQ_STATUS status;
 	IvfpqCacheEntry *entry;
 	ListCell   *cell;
+	Size		freed = 0;
 
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
@@ -74,12 +80,29 @@ IvfpqCacheXactCallback(XactEvent event, void *arg)
 			entry->q->pin_count = 0;
 	}
 	foreach(cell, retired_entries)
+	{
+		freed += ((IvfpqQuantizer *) lfirst(cell))->bytes;
 		IvfpqFreeQuantizer((IvfpqQuantizer *) lfirst(cell));
+	}
 	list_free(retired_entries);
 	retired_entries = NIL;
 	/* What a query kept over budget while it used it goes now, not at the next use. */
 	if (quantizer_cache != NULL)
+	{
+		Size		before = cache_bytes;
+
 		IvfpqCacheEvict(NULL);
+		freed += before - cache_bytes;
+	}
+
+	/*
+	 * glibc keeps freed memory in the process: without this the backend's
+	 * resident memory would stay at the peak of its largest query (every
+	 * partition it scanned pinned at once) and ivfpq.cache_mb would bound
+	 * only the memory contexts, not what the operating system sees.
+	 */
+	if (freed >= IVFPQ_TRIM_BYTES)
+		malloc_trim(0);
 }
 
 /* Create the hash table and its context on first use. */

@@ -20,8 +20,7 @@
 #    index) returns every ledger row exactly once and no row of `gone`;
 #  - recently committed rows and a random sample are each the nearest
 #    neighbour of their own vector through the index;
-#  - ivfpq_verify(index, true) reports no problem (only once the function
-#    exists in the catalog);
+#  - ivfpq_verify(index, true) reports no problem;
 #  - VACUUM then leaves as many index entries as live rows, and after new
 #    rows (which may take the freed heap slots) the checks above hold again.
 #
@@ -138,7 +137,6 @@ sql('CREATE INDEX items_cos ON items USING ivfpq (e vector_cosine_ops) WITH (lis
 sql('VACUUM ANALYZE items');
 open_session();
 
-my $has_verify;    # ivfpq_verify(regclass, boolean) exists; asked after each restart
 
 # ---------------------------------------------------------------- crash
 
@@ -193,7 +191,6 @@ sub crash_and_restart
 	unlike($log, qr/PANIC|TRAP:|terminated by signal|invalid page|ERROR/,
 		"$label: crash recovery logged no error");
 	open_session();
-	$has_verify = sql("SELECT to_regprocedure('ivfpq_verify(regclass,boolean)') IS NOT NULL") eq 't';
 	return;
 }
 
@@ -302,13 +299,9 @@ sub check_state
 		cmp_ok($sampled, '>=', 100, "$label: $name: enough rows sampled");
 		is($found, $sampled, "$label: $name: each of the $sampled sampled committed rows (the newest, "
 			  . "random ones) is the nearest neighbour of its own vector");
-	SKIP:
-		{
-			skip 'ivfpq_verify(regclass, boolean) does not exist yet', 1 unless $has_verify;
-			my $problems = sql("SELECT count(*) FROM ivfpq_verify('$name', true)");
-			is($problems, '0', "$label: $name: ivfpq_verify reports no problem")
-			  or diag(sql("SELECT * FROM ivfpq_verify('$name', true) LIMIT 20"));
-		}
+		my $problems = sql("SELECT count(*) FROM ivfpq_verify('$name', true)");
+		is($problems, '0', "$label: $name: ivfpq_verify reports no problem")
+		  or diag(sql("SELECT * FROM ivfpq_verify('$name', true) LIMIT 20"));
 	}
 	return;
 }
