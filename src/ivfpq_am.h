@@ -230,6 +230,7 @@ extern int	IvfpqListPageCapacity(int m);
 extern Buffer IvfpqNewListBuffer(Relation index);
 extern Buffer IvfpqChainNext(Relation index, Buffer buffer, int lock_mode, BufferAccessStrategy strategy);
 extern bool IvfpqPageIsRecyclable(Page page);
+extern void IvfpqRefreshHorizons(void);
 extern void IvfpqInitDeletedPage(Page page, BlockNumber next_block);
 extern ItemPointer IvfpqListTids(Page page);
 extern uint8 *IvfpqListCodes(Page page, int capacity);

@@ -12,6 +12,7 @@ extern "C"
 {
 #include "storage/indexfsm.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 }
@@ -107,6 +108,20 @@ IvfpqInitDeletedPage(Page page, BlockNumber next_block)
 	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + sizeof(IvfpqDeletedPageData);
 }
 
+/*
+ * Bring this backend's view of the oldest running transaction up to date.
+ * GlobalVisCheckRemovableFullXid answers from the horizons of the last
+ * snapshot and recomputes them only when that snapshot's xmin moved, so a
+ * page deleted just before the last snapshot could look unsafe long after
+ * it is safe.  Computing the horizons (a pass over the proc array) applies
+ * them to the GlobalVis state.
+ */
+void
+IvfpqRefreshHorizons(void)
+{
+	(void) GetOldestNonRemovableTransactionId(NULL);
+}
+
 /* May this page be handed out again?  New (never written) pages and old enough deleted ones. */
 bool
 IvfpqPageIsRecyclable(Page page)
@@ -143,8 +158,17 @@ IvfpqNewListBuffer(Relation index)
 			/* Someone else using it (a stale map entry): not free after all. */
 			if (ConditionalLockBuffer(buffer))
 			{
-				if (IvfpqPageIsRecyclable(BufferGetPage(buffer)))
+				Page		page = BufferGetPage(buffer);
+
+				if (IvfpqPageIsRecyclable(page))
 					return buffer;
+				/* VACUUM found it safe: this backend's horizons may be stale. */
+				if (IvfpqPageGetOpaque(page)->page_type == IVFPQ_PAGE_DELETED)
+				{
+					IvfpqRefreshHorizons();
+					if (IvfpqPageIsRecyclable(page))
+						return buffer;
+				}
 				LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
 			}
 			ReleaseBuffer(buffer);

@@ -5,10 +5,11 @@
  *		ambulkdelete walks each list's chain once, with lock coupling, holding
  *		two neighbouring pages (prev, cur) exclusively at a time.  On each
  *		step it drops the entries of dead heap TIDs from cur, then
- *		  - moves entries from cur into prev when prev has lost at least a
- *			quarter of its room (or cur fits in whole), so every page but
- *			the last stays at least three quarters full and a list with half
- *			its entries deleted keeps about half its pages;
+ *		  - moves entries from cur into prev when prev has lost at least an
+ *			eighth of its room (or cur fits in whole), so every page but the
+ *			last stays at least seven eighths full and a list with half (or
+ *			a fifth) of its entries deleted keeps about half (four fifths) of
+ *			its pages;
  *		  - unlinks cur when it ends up empty (the list's first page is
  *			never unlinked): prev takes cur's link, cur becomes a deleted
  *			page stamped with the next transaction id, and the directory's
@@ -274,7 +275,7 @@ IvfpqVacuumList(IvfpqVacState *vs, int list)
 	IvfpqDirEntryData entry;
 	IvfpqVacPage *prev = &vs->pages[0];
 	IvfpqVacPage *cur = &vs->pages[1];
-	int			fill_room = Max(vs->capacity / 4, 1);
+	int			fill_room = Max(vs->capacity / 8, 1);
 
 	IvfpqReadDirEntry(vs->index, vs->directory_start, list, &entry);
 	if (entry.first_block == InvalidBlockNumber)
@@ -390,6 +391,7 @@ ivfpqvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
 
 	stats->pages_deleted = 0;
 	stats->pages_free = 0;
+	IvfpqRefreshHorizons();
 	for (BlockNumber block = IvfpqFirstListBlock(&meta); block < nblocks; block++)
 	{
 		Buffer		buffer;
