@@ -159,7 +159,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
  * REINDEX can rebuild.  Read from the page each time (not the cached
  * quantizer, which keeps the 0 it was loaded with) while this state lasts.
  */
-static void
+static int
 IvfpqSettleDimensions(Relation index, int dim)
 {
 	Buffer		buffer = ReadBuffer(index, IVFPQ_METAPAGE_BLKNO);
@@ -183,12 +183,7 @@ IvfpqSettleDimensions(Relation index, int dim)
 		}
 	}
 	UnlockReleaseBuffer(buffer);
-	if (dim != known)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("expected %d dimensions, not %d", known, dim),
-				 errdetail("Index \"%s\" holds vectors of %d dimensions.",
-						   RelationGetRelationName(index), known)));
+	return known;
 }
 
 /* aminsert: index one heap row; NULL vectors are not indexed. */
@@ -204,6 +199,7 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	float	   *x;
 	uint8	   *code;
 	int32		list = 0;
+	int			expected_dim;
 
 	if (isnull[0])
 		return false;
@@ -214,14 +210,16 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 
 	q = IvfpqGetQuantizer(index, false);
 	v = DatumGetVector(values[0]);
-	if (q->shape.dim == 0)
-		IvfpqSettleDimensions(index, v->dim);
-	else if (v->dim != q->shape.dim)
+	expected_dim = q->shape.dim > 0 ? q->shape.dim : IvfpqSettleDimensions(index, v->dim);
+	if (v->dim != expected_dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("expected %d dimensions, not %d", q->shape.dim, v->dim),
+				 errmsg("expected %d dimensions, not %d", expected_dim, v->dim),
+				 q->shape.dim > 0 ?
 				 errdetail("Index \"%s\" was built for %d dimensions.",
-						   RelationGetRelationName(index), q->shape.dim)));
+						   RelationGetRelationName(index), expected_dim) :
+				 errdetail("Index \"%s\" holds vectors of %d dimensions.",
+						   RelationGetRelationName(index), expected_dim)));
 
 	x = (float *) palloc(sizeof(float) * v->dim);
 	memcpy(x, v->x, sizeof(float) * v->dim);
