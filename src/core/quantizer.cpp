@@ -312,28 +312,64 @@ ArgminNormMinusTwoDotAvx2(const float *norms, const float *dots, size_t k)
 	return winner;
 }
 
-/* AVX2 ArgminPortable. */
+/*
+ * AVX2 ArgminPortable (the first of equal minima).  Four independent
+ * compare-and-blend chains over 32 values a step: one chain would wait on
+ * the compare of the step before (the encoder calls this m times a row).
+ */
 __attribute__((target("avx2,fma"))) size_t
 ArgminAvx2(const float *values, size_t k)
 {
-	__m256		best = _mm256_set1_ps(std::numeric_limits<float>::infinity());
-	__m256i		best_index = _mm256_setzero_si256();
-	__m256i		index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-	const __m256i eight = _mm256_set1_epi32(8);
+	const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256		best[4];
+	__m256i		best_index[4];
+	__m256i		index[4];
 	size_t		c = 0;
 
+	for (int a = 0; a < 4; a++)
+	{
+		best[a] = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+		best_index[a] = _mm256_setzero_si256();
+		index[a] = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * a));
+	}
+	for (; c + 32 <= k; c += 32)
+	{
+		for (int a = 0; a < 4; a++)
+		{
+			__m256		value = _mm256_loadu_ps(values + c + 8 * a);
+			__m256		less = _mm256_cmp_ps(value, best[a], _CMP_LT_OQ);
+
+			best[a] = _mm256_blendv_ps(best[a], value, less);
+			best_index[a] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_index[a]),
+																 _mm256_castsi256_ps(index[a]), less));
+			index[a] = _mm256_add_epi32(index[a], _mm256_set1_epi32(32));
+		}
+	}
+	/* Merge the chains lane by lane: the smaller value, or the earlier index of equal ones. */
+	for (int a = 1; a < 4; a++)
+	{
+		__m256		less = _mm256_cmp_ps(best[a], best[0], _CMP_LT_OQ);
+		__m256		equal = _mm256_cmp_ps(best[a], best[0], _CMP_EQ_OQ);
+		__m256		earlier = _mm256_castsi256_ps(_mm256_cmpgt_epi32(best_index[0], best_index[a]));
+		__m256		take = _mm256_or_ps(less, _mm256_and_ps(equal, earlier));
+
+		best[0] = _mm256_blendv_ps(best[0], best[a], take);
+		best_index[0] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_index[0]),
+															 _mm256_castsi256_ps(best_index[a]), take));
+	}
+	index[0] = _mm256_add_epi32(lanes, _mm256_set1_epi32(int(c)));
 	for (; c + 8 <= k; c += 8)
 	{
 		__m256		value = _mm256_loadu_ps(values + c);
-		__m256		less = _mm256_cmp_ps(value, best, _CMP_LT_OQ);
+		__m256		less = _mm256_cmp_ps(value, best[0], _CMP_LT_OQ);
 
-		best = _mm256_blendv_ps(best, value, less);
-		best_index = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_index),
-														  _mm256_castsi256_ps(index), less));
-		index = _mm256_add_epi32(index, eight);
+		best[0] = _mm256_blendv_ps(best[0], value, less);
+		best_index[0] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_index[0]),
+															 _mm256_castsi256_ps(index[0]), less));
+		index[0] = _mm256_add_epi32(index[0], _mm256_set1_epi32(8));
 	}
 
-	size_t		winner = c > 0 ? size_t(ArgminLanes(best, best_index)) : 0;
+	size_t		winner = c > 0 ? size_t(ArgminLanes(best[0], best_index[0])) : 0;
 
 	for (; c < k; c++)
 		if (values[c] < values[winner])
@@ -576,29 +612,32 @@ PreparedTableAvx2(const float *v, const float *transposed, const float *norms,
 
 /* ---------- dispatch helpers ---------- */
 
-/* Distance table for all m subspaces of r (L2) or q (inner product). */
+/* Distance table of subspace j of r (L2) or q (inner product): ksub values. */
 void
-SubspaceTables(const QuantizerView &q, const float *vector, bool squared, float *table)
+SubspaceTable(const QuantizerView &q, const float *vector, bool squared, size_t j, float *sub_table)
 {
 	size_t		dsub = SubDim(q);
 	size_t		ksub = CodebookSize(q);
 	bool		avx2 = ActiveKernelsAreAvx2();
+	const float *sub_vector = vector + j * dsub;
+	const float *codebook = q.codebooks + j * ksub * dsub;
 
+	if (avx2 && squared)
+		SubspaceTableAvx2<true>(sub_vector, codebook, ksub, dsub, sub_table);
+	else if (avx2)
+		SubspaceTableAvx2<false>(sub_vector, codebook, ksub, dsub, sub_table);
+	else if (squared)
+		L2TablePortable(sub_vector, codebook, ksub, dsub, sub_table);
+	else
+		InnerProductTablePortable(sub_vector, codebook, ksub, dsub, sub_table);
+}
+
+/* Distance table for all m subspaces of r (L2) or q (inner product). */
+void
+SubspaceTables(const QuantizerView &q, const float *vector, bool squared, float *table)
+{
 	for (size_t j = 0; j < q.m; j++)
-	{
-		const float *sub_vector = vector + j * dsub;
-		const float *codebook = q.codebooks + j * ksub * dsub;
-		float	   *sub_table = table + j * ksub;
-
-		if (avx2 && squared)
-			SubspaceTableAvx2<true>(sub_vector, codebook, ksub, dsub, sub_table);
-		else if (avx2)
-			SubspaceTableAvx2<false>(sub_vector, codebook, ksub, dsub, sub_table);
-		else if (squared)
-			L2TablePortable(sub_vector, codebook, ksub, dsub, sub_table);
-		else
-			InnerProductTablePortable(sub_vector, codebook, ksub, dsub, sub_table);
-	}
+		SubspaceTable(q, vector, squared, j, table + j * CodebookSize(q));
 }
 
 /* Transposed codebook of sub-quantizer j inside a prepared quantizer. */
@@ -615,29 +654,32 @@ PreparedNorms(const QuantizerView &q, const float *prepared, size_t j)
 	return prepared + (q.dim + j) * CodebookSize(q);
 }
 
+/* SubspaceTable() from a prepared quantizer. */
+void
+SubspaceTablePrepared(const QuantizerView &q, const float *prepared, const float *vector,
+					  bool squared, size_t j, float *sub_table)
+{
+	size_t		dsub = SubDim(q);
+	size_t		ksub = CodebookSize(q);
+	const float *sub_vector = vector + j * dsub;
+	const float *transposed = PreparedTransposed(q, prepared, j);
+	const float *norms = PreparedNorms(q, prepared, j);
+
+	if (ActiveKernelsAreAvx2() && squared)
+		PreparedTableAvx2<true>(sub_vector, transposed, norms, dsub, ksub, sub_table);
+	else if (ActiveKernelsAreAvx2())
+		PreparedTableAvx2<false>(sub_vector, transposed, norms, dsub, ksub, sub_table);
+	else
+		PreparedTablePortable(sub_vector, transposed, norms, dsub, ksub, squared, sub_table);
+}
+
 /* SubspaceTables() from a prepared quantizer. */
 void
 SubspaceTablesPrepared(const QuantizerView &q, const float *prepared, const float *vector,
 					   bool squared, float *table)
 {
-	size_t		dsub = SubDim(q);
-	size_t		ksub = CodebookSize(q);
-	bool		avx2 = ActiveKernelsAreAvx2();
-
 	for (size_t j = 0; j < q.m; j++)
-	{
-		const float *sub_vector = vector + j * dsub;
-		const float *transposed = PreparedTransposed(q, prepared, j);
-		const float *norms = PreparedNorms(q, prepared, j);
-		float	   *sub_table = table + j * ksub;
-
-		if (avx2 && squared)
-			PreparedTableAvx2<true>(sub_vector, transposed, norms, dsub, ksub, sub_table);
-		else if (avx2)
-			PreparedTableAvx2<false>(sub_vector, transposed, norms, dsub, ksub, sub_table);
-		else
-			PreparedTablePortable(sub_vector, transposed, norms, dsub, ksub, squared, sub_table);
-	}
+		SubspaceTablePrepared(q, prepared, vector, squared, j, table + j * CodebookSize(q));
 }
 
 /* Throws unless a prepared quantizer was passed. */
@@ -758,20 +800,22 @@ EncodeResidualsDirect(const QuantizerView &q, const float *prepared, const float
 					  const int32_t *lists, size_t n, uint8_t *codes_out)
 {
 	size_t		ksub = CodebookSize(q);
-	float	   *residual = ThreadScratch(q.dim + q.m * ksub);
-	float	   *table = residual + q.dim;
+	float	   *residual = ThreadScratch(q.dim + ksub);
+	float	   *sub_table = residual + q.dim;	/* one subspace's table: stays in L1 */
 	bool		avx2 = ActiveKernelsAreAvx2();
 
 	for (size_t i = 0; i < n; i++)
 	{
 		Residual(q, x + i * q.dim, lists[i], residual);
-		if (prepared != nullptr)
-			SubspaceTablesPrepared(q, prepared, residual, true, table);
-		else
-			SubspaceTables(q, residual, true, table);
 		for (size_t j = 0; j < q.m; j++)
-			codes_out[i * q.m + j] = uint8_t(avx2 ? ArgminAvx2(table + j * ksub, ksub)
-											 : ArgminPortable(table + j * ksub, ksub));
+		{
+			if (prepared != nullptr)
+				SubspaceTablePrepared(q, prepared, residual, true, j, sub_table);
+			else
+				SubspaceTable(q, residual, true, j, sub_table);
+			codes_out[i * q.m + j] = uint8_t(avx2 ? ArgminAvx2(sub_table, ksub)
+											 : ArgminPortable(sub_table, ksub));
+		}
 	}
 }
 

@@ -206,6 +206,37 @@ TEST_P(QuantizerKernels, AssignListsPicksNearestCentroid)
 	CheckAssignLists(1024, 4100, {20});
 }
 
+TEST_P(QuantizerKernels, EncodeResidualsTakesTheFirstOfEqualCodewords)
+{
+	/* Residual 0; codewords 77, 150 and 230 of every sub-quantizer are 0, the others 1. */
+	const size_t dim = 64, m = 8, dsub = dim / m, lists = 2;
+	std::vector<float> centroids(lists * dim, 0.0f);
+	std::vector<float> codebooks(m * kKsub * dsub, 1.0f);
+
+	for (size_t j = 0; j < m; j++)
+		for (size_t k : {77, 150, 230})
+			std::fill_n(codebooks.begin() + (j * kKsub + k) * dsub, dsub, 0.0f);
+	QuantizerView q = View(dim, lists, m, Metric::L2, centroids, codebooks);
+	std::vector<float> prepared(PreparedQuantizerFloats(q));
+
+	PrepareQuantizer(q, prepared.data());
+	/* 3 rows take the direct path, 203 the batch path. */
+	for (size_t n : {3, 203})
+	{
+		std::vector<float> x(n * dim, 0.0f);
+		std::vector<int32_t> lists_of(n, 1);
+		std::vector<uint8_t> codes(n * m), prepared_codes(n * m);
+
+		EncodeResiduals(q, x.data(), lists_of.data(), n, codes.data());
+		EncodeResidualsPrepared(q, prepared.data(), x.data(), lists_of.data(), n, prepared_codes.data());
+		for (size_t i = 0; i < n * m; i++)
+		{
+			EXPECT_EQ(codes[i], 77) << "n " << n << " entry " << i;
+			EXPECT_EQ(prepared_codes[i], 77) << "n " << n << " entry " << i;
+		}
+	}
+}
+
 TEST_P(QuantizerKernels, EncodeResidualsPicksNearestCodewords)
 {
 	/* (dim, m) pairs covering dsub 1, 3, 4, 14, 16 and 17. */

@@ -96,7 +96,15 @@ for my $name (sort keys %clients)
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_index WHERE indrelid = 'items'::regclass AND NOT (indisvalid AND indisready)"),
 	'0', 'every index on the table is valid');
-$node->safe_psql('postgres', 'VACUUM items');
+# VACUUM VERBOSE says which dead rows it had to leave: those a snapshot may
+# still see, and those on heap pages it could not lock for cleanup (another
+# process held a pin, e.g. the background writer).  Their index entries stay.
+my ($vacuum_ret, $vacuum_out, $vacuum_err) = $node->psql('postgres', 'VACUUM (VERBOSE) items');
+is($vacuum_ret, 0, 'VACUUM after the churn');
+my ($not_yet) = $vacuum_err =~ /finished vacuuming "[^"]*items".*?(\d+) are dead but not yet removable/s;
+my ($missed) = $vacuum_err =~ /finished vacuuming "[^"]*items".*?tuples missed: (\d+) dead/s;
+my $left_dead = ($not_yet // 0) + ($missed // 0);
+note("VACUUM left $left_dead dead rows (not yet removable: " . ($not_yet // 0) . ", missed: " . ($missed // 0) . ')');
 for my $index ('items_idx', 'items_idx2')
 {
 	is($node->safe_psql('postgres', "SELECT count(*) FROM ivfpq_verify('$index', true)"), '0',
@@ -104,7 +112,9 @@ for my $index ('items_idx', 'items_idx2')
 	  or diag($node->safe_psql('postgres', "SELECT * FROM ivfpq_verify('$index', true) LIMIT 20"));
 }
 is($node->safe_psql('postgres', "SELECT rows FROM ivfpq_index_stats('items_idx')"),
-	$node->safe_psql('postgres', 'SELECT count(*) FROM items'), 'index rows equal table rows after VACUUM');
+	$node->safe_psql('postgres', 'SELECT count(*) FROM items') + $left_dead,
+	'after VACUUM the index holds the table rows and only the dead rows VACUUM had to leave')
+  or diag($vacuum_err);
 
 # All lists probed and a rerank larger than the limit: the index answers as exact search.
 my $same = 0;
