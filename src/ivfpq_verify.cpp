@@ -10,9 +10,10 @@
  *		in two lists, counts within the page's capacity, the directory's tail
  *		hint on the chain), that every page of the list area is on a chain or
  *		deleted or never written, and that every entry's heap TID lies inside
- *		the table and appears once.  With heapallindexed it also reads the
- *		table as CREATE INDEX would and checks that every row the index
- *		should hold has an entry.
+ *		the table and appears once.  With heapallindexed it also checks that
+ *		every entry points at a used heap slot, and reads the table as
+ *		CREATE INDEX would to check that every row the index should hold has
+ *		an entry.
  *
  *		It holds ShareLock on the table (writes and VACUUM wait, reads go on,
  *		as with amcheck's bt_index_parent_check), so the index does not change
@@ -363,6 +364,42 @@ IvfpqCompareTids(const void *a, const void *b)
 	return ItemPointerCompare((ItemPointer) a, (ItemPointer) b);
 }
 
+/*
+ * heapallindexed: every entry must point at a used line pointer of the
+ * table (a live row, a dead one VACUUM has yet to remove, or the redirect at
+ * the root of a HOT chain).  An entry at an unused slot is one VACUUM should
+ * have removed: a new row may take that slot.  vs->tids is sorted.
+ */
+static void
+IvfpqVerifyEntriesPointAtRows(IvfpqVerifyState *vs)
+{
+	BufferAccessStrategy strategy = GetAccessStrategy(BAS_BULKREAD);
+	int64		i = 0;
+
+	while (i < vs->ntids)
+	{
+		BlockNumber block = ItemPointerGetBlockNumber(&vs->tids[i]);
+		Buffer		buffer = ReadBufferExtended(vs->heap, MAIN_FORKNUM, block, RBM_NORMAL, strategy);
+		Page		page;
+		OffsetNumber max_offset;
+
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buffer);
+		max_offset = PageIsNew(page) ? 0 : PageGetMaxOffsetNumber(page);
+		for (; i < vs->ntids && ItemPointerGetBlockNumber(&vs->tids[i]) == block; i++)
+		{
+			OffsetNumber offset = ItemPointerGetOffsetNumber(&vs->tids[i]);
+
+			if (offset > max_offset || !ItemIdIsUsed(PageGetItemId(page, offset)))
+				IvfpqProblem(vs, -1, -1, "an entry points at heap TID (%u,%u) of \"%s\", an unused slot",
+							 block, offset, RelationGetRelationName(vs->heap));
+		}
+		UnlockReleaseBuffer(buffer);
+		CHECK_FOR_INTERRUPTS();
+	}
+	FreeAccessStrategy(strategy);
+}
+
 /* heapallindexed: each row the index should hold must have an entry. */
 static void
 IvfpqHeapRowCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull, bool tupleIsAlive,
@@ -473,6 +510,8 @@ ivfpq_verify(PG_FUNCTION_ARGS)
 		if (heapallindexed)
 		{
 			IndexInfo  *info = BuildIndexInfo(vs.index);
+
+			IvfpqVerifyEntriesPointAtRows(&vs);
 
 			/* What CREATE INDEX would index (SnapshotAny: recently dead rows too). */
 			table_index_build_scan(vs.heap, vs.index, info, true, false, IvfpqHeapRowCallback, &vs, NULL);

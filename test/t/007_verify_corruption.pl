@@ -1,7 +1,7 @@
 # ivfpq_verify finds damage: with the server stopped, bytes of the index file
 # are changed (a chain that loops, an entry count past the page's capacity,
-# a heap TID past the end of the table, a centroid that is NaN, a list page
-# on no chain); after a restart ivfpq_verify reports each, and reports
+# a heap TID past the end of the table, a TID at a slot VACUUM emptied, a
+# centroid that is NaN, a list page on no chain); after a restart ivfpq_verify reports each, and reports
 # nothing once the original file is back.
 use strict;
 use warnings;
@@ -19,8 +19,13 @@ $node->safe_psql('postgres', q{
 	INSERT INTO items SELECT i, ARRAY(SELECT (i % 13) + random() FROM generate_series(1, 16) d)::vector
 	FROM generate_series(1, 6000) i;
 	CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 4, m = 4);
-	CHECKPOINT;
 });
+# A heap slot that VACUUM has emptied (row 1's, after its delete).
+my ($free_block, $free_offset) =
+  $node->safe_psql('postgres', 'SELECT ctid FROM items WHERE id = 1') =~ /\((\d+),(\d+)\)/;
+$node->safe_psql('postgres', 'DELETE FROM items WHERE id = 1');
+$node->safe_psql('postgres', 'VACUUM items');
+$node->safe_psql('postgres', 'CHECKPOINT');
 is($node->safe_psql('postgres', "SELECT count(*) FROM ivfpq_verify('items_idx', true)"), '0',
 	'a healthy index has no problems');
 
@@ -96,6 +101,12 @@ like(damaged_problems(sub {
 			substr(${ $_[0] }, $list_pages[0][0] * $block_size + $contents, 4) = pack('S S', 0x7000, 0);
 		}),
 	qr/outside table/, 'a heap TID past the end of the table is reported');
+like(damaged_problems(sub {
+			# the first TID now names the slot VACUUM emptied
+			substr(${ $_[0] }, $list_pages[0][0] * $block_size + $contents, 6) =
+			  pack('S S S', $free_block >> 16, $free_block & 0xFFFF, $free_offset);
+		}),
+	qr/an unused slot/, 'an entry pointing at an unused heap slot is reported');
 like(damaged_problems(sub {
 			# the first centroid value (block 1 holds the centroids) becomes NaN
 			substr(${ $_[0] }, 1 * $block_size + $contents, 4) = pack('f', 'NaN');
