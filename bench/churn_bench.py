@@ -195,15 +195,7 @@ def create_pgvector_index(conn, sql, index, maintenance_work_mem):
     conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
     conn.execute("CHECKPOINT")
     log(f"pgvector: {sql}  -- maintenance_work_mem = {maintenance_work_mem}")
-    notices = []
-    handler = lambda d: notices.append(d.message_primary)  # noqa: E731
-    conn.add_notice_handler(handler)
-    try:
-        secs = pgclient.timed(conn, sql)
-    finally:
-        conn.remove_notice_handler(handler)
-    for n in notices:
-        log(f"pgvector: NOTICE ({index}): {n}")
+    secs, notices = ivfpq_bench.timed_with_notices(conn, sql, "pgvector", index)
     size = conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
     log(f"pgvector: CREATE INDEX {index} {secs:.1f} s, {mib(size)}")
     return {"index": index, "sql": sql, "build_s": secs, "index_bytes": size, "notices": notices}

@@ -217,6 +217,14 @@ def create_index(conn, metric, options, maintenance_work_mem, table="items", ind
         conn.execute("CHECKPOINT")
     except psycopg.Error:
         pass
+    secs, _ = timed_with_notices(conn, sql, "pg", index)
+    size = conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
+    return secs, size, index_stats(conn, index), sql
+
+
+def timed_with_notices(conn, sql, prefix, index):
+    """Run sql and time it; log the NOTICEs it raised as '<prefix>: NOTICE (<index>): ...'
+    and return (seconds, notices)."""
     notices = []
     handler = lambda d: notices.append(d.message_primary)  # noqa: E731
     conn.add_notice_handler(handler)
@@ -225,9 +233,8 @@ def create_index(conn, metric, options, maintenance_work_mem, table="items", ind
     finally:
         conn.remove_notice_handler(handler)
     for n in notices:
-        log(f"pg: NOTICE ({index}): {n}")
-    size = conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
-    return secs, size, index_stats(conn, index), sql
+        log(f"{prefix}: NOTICE ({index}): {n}")
+    return secs, notices
 
 
 def sweep_settings(probes, reranks, max_probes=None):
