@@ -248,7 +248,8 @@ IvfpqVacUnlink(IvfpqVacState *vs, int list, IvfpqVacPage *prev, IvfpqVacPage *cu
 	LockBuffer(dir_buffer, BUFFER_LOCK_EXCLUSIVE);
 	move_hint = ((IvfpqDirEntry) PageGetContents(BufferGetPage(dir_buffer)))[dir_slot].tail_block == cur_block;
 
-	IvfpqVacLoad(vs, prev);
+	if (prev->dirty)
+		IvfpqVacLoad(vs, prev);
 	state = GenericXLogStart(vs->index);
 	wprev = GenericXLogRegisterBuffer(state, prev->buffer, 0);
 	if (prev->dirty)

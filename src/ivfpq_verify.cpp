@@ -51,7 +51,6 @@ typedef struct IvfpqVerifyState
 	Relation	heap;
 	BlockNumber heap_blocks;
 	int			metric;
-	int			dim;
 	ItemPointerData *tids;		/* every entry's heap TID, sorted before the heap pass */
 	int64		ntids;
 	int64		max_tids;
@@ -490,7 +489,6 @@ ivfpq_verify(PG_FUNCTION_ARGS)
 		int32	   *owner = (int32 *) palloc_extended(sizeof(int32) * Max(nblocks - first_list, 1), MCXT_ALLOC_HUGE);
 
 		vs.metric = meta.shape.metric;
-		vs.dim = meta.shape.dim;
 		for (BlockNumber i = 0; i < nblocks - first_list; i++)
 			owner[i] = -1;
 		IvfpqVerifyFixedPages(&vs, &meta);
