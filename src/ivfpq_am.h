@@ -204,6 +204,12 @@ typedef struct IvfpqQuantizer
 	uint8	   *term_tables;	/* lists x TermTableBytes, or NULL (not cached) */
 	Size		term_table_bytes;	/* bytes of one list's term table */
 	bool		term_tables_tried;	/* built, or found not to fit */
+	float	   *coarse_bound;	/* core PrepareCoarseBound() data, or NULL */
+	MemoryContext coarse_bound_context;	/* holds coarse_bound */
+	bool		coarse_bound_tried;	/* built (or found useless): never again */
+	uint64		assignments;	/* rows assigned to lists with this entry */
+	uint64		bounded_rows;	/* of them, through the coarse bound */
+	uint64		bounded_reads;	/* centroids read by those */
 	int			pin_count;		/* scans using it in this transaction */
 	uint64		last_used;		/* cache clock at the last lookup (LRU) */
 	Size		bytes;			/* memory of the entry's context */
@@ -256,6 +262,7 @@ IvfpqFirstListBlock(const IvfpqMetaPageData *meta)
 /* ---------- ivfpq_cache.cpp ---------- */
 extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
+extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
 
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,

@@ -243,8 +243,8 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 		ivfpq::core::QuantizerView view = IvfpqView(q);
 		const float *prepared = q->prepared;
 
+		list = IvfpqAssignList(q, x);
 		IvfpqCallCore("ivfpq insert", [&]() {
-			ivfpq::core::AssignLists(view, x, 1, &list);
 			ivfpq::core::EncodeResidualsPrepared(view, prepared, x, &list, 1, code);
 		});
 	}

@@ -178,6 +178,32 @@ void		AssignLists(const QuantizerView &q, const float *x, size_t n,
 						int32_t *lists_out);
 
 /*
+ * Optional "coarse bound" (coarse_bound.cpp): a projection of the centroids
+ * onto the few directions in which they vary most, giving a lower bound on
+ * the distance from a vector to every centroid at a fraction of the cost, so
+ * that NearestListsBounded() reads only the centroids the bound cannot rule
+ * out.  Worth it only for large quantizers: CoarseBoundFloats() is 0 (and
+ * the bound must not be prepared) below 256 lists, 64 dimensions or 1 MB of
+ * centroids.  The caller allocates CoarseBoundFloats(q) floats (about
+ * (2 x dim + lists) x 64 x 4 bytes: 650 kB for 1000 lists of 768 dimensions)
+ * and fills them once with PrepareCoarseBound() (tens of milliseconds).
+ */
+size_t		CoarseBoundWidth(const QuantizerView &q);
+size_t		CoarseBoundFloats(const QuantizerView &q);
+void		PrepareCoarseBound(const QuantizerView &q, float *bound_out);
+
+/*
+ * The count nearest centroids (squared L2) of one vector x: lists_out and
+ * distances_out get min(count, lists) entries, nearest first, ties to the
+ * lower list number; exactly what a scan of every centroid with
+ * L2SquaredDistance() would give (a centroid is skipped only when its bound
+ * exceeds the count-th best distance by more than float rounding can
+ * explain).  Returns how many exact centroid distances it computed.
+ */
+size_t		NearestListsBounded(const QuantizerView &q, const float *bound, const float *x,
+								size_t count, int32_t *lists_out, float *distances_out);
+
+/*
  * PQ-encode the residuals x[i] - centroid[lists[i]]: writes n x m bytes
  * (row-major, one byte per sub-quantizer) to codes_out.
  */

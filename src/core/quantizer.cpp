@@ -549,6 +549,12 @@ NearestCodewordsAvx2(const float *x, size_t stride, size_t n,
 	for (; i + 4 <= n; i += 4)
 		NearestRowsAvx2<4, 2>(x + i * stride, stride, transposed, norms,
 													  dsub, kpad, nearest_out + i);
+	if (n == 1 && i == 0)
+	{
+		/* One row (an insert): 64 codewords a step keep 8 FMA chains busy. */
+		NearestRowsAvx2<1, 8>(x, stride, transposed, norms, dsub, kpad, nearest_out);
+		return;
+	}
 	for (; i < n; i++)
 		NearestRowsAvx2<1, 2>(x + i * stride, stride, transposed, norms, dsub, kpad,
 										   nearest_out + i);
@@ -810,9 +816,17 @@ EncodeResidualsDirect(const QuantizerView &q, const float *prepared, const float
 		for (size_t j = 0; j < q.m; j++)
 		{
 			if (prepared != nullptr)
-				SubspaceTablePrepared(q, prepared, residual, true, j, sub_table);
-			else
-				SubspaceTable(q, residual, true, j, sub_table);
+			{
+				/* Distances and argmin in one pass, no table in memory. */
+				int32_t		nearest;
+
+				NearestCodewords(residual + j * SubDim(q), q.dim, 1,
+								 PreparedTransposed(q, prepared, j), PreparedNorms(q, prepared, j),
+								 SubDim(q), ksub, &nearest);
+				codes_out[i * q.m + j] = uint8_t(nearest);
+				continue;
+			}
+			SubspaceTable(q, residual, true, j, sub_table);
 			codes_out[i * q.m + j] = uint8_t(avx2 ? ArgminAvx2(sub_table, ksub)
 											 : ArgminPortable(sub_table, ksub));
 		}
