@@ -92,7 +92,14 @@ typedef struct IvfpqPageOpaqueData
 								 * aminsert after the build (0 on pages
 								 * written before version 0.3) */
 	uint16		page_id;		/* IVFPQ_PAGE_ID */
+	uint32		list_plus_one;	/* list pages: the list's number + 1 (0 on
+								 * pages written before version 0.4; the
+								 * special space was MAXALIGNed to 16 bytes
+								 * already, so the layout is unchanged) */
 } IvfpqPageOpaqueData;
+
+static_assert(MAXALIGN(sizeof(IvfpqPageOpaqueData)) == 16,
+			  "the special space of ivfpq pages must stay 16 bytes (on-disk format)");
 
 typedef IvfpqPageOpaqueData *IvfpqPageOpaque;
 
@@ -210,6 +217,9 @@ typedef struct IvfpqQuantizer
 	uint64		assignments;	/* rows assigned to lists with this entry */
 	uint64		bounded_rows;	/* of them, through the coarse bound */
 	uint64		bounded_reads;	/* centroids read by those */
+	BlockNumber *side_pages;	/* per list: this backend's side page (see
+								 * ivfpq_insert.cpp), or Invalid; NULL = none yet */
+	uint8	   *side_waits;		/* per list: waits for the tail since the last side page */
 	int			pin_count;		/* scans using it in this transaction */
 	uint64		last_used;		/* cache clock at the last lookup (LRU) */
 	Size		bytes;			/* memory of the entry's context */
@@ -240,7 +250,7 @@ extern void IvfpqRefreshHorizons(void);
 extern void IvfpqInitDeletedPage(Page page, BlockNumber next_block);
 extern ItemPointer IvfpqListTids(Page page);
 extern uint8 *IvfpqListCodes(Page page, int capacity);
-extern void IvfpqInitListPage(Page page, int capacity, int m);
+extern void IvfpqInitListPage(Page page, int capacity, int m, int list);
 extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
 								 Size count, BlockNumber *first_block);
 extern void IvfpqReadQuantizerArrays(Relation index, const IvfpqMetaPageData *meta,
@@ -265,7 +275,7 @@ extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
 
 /* ---------- ivfpq_insert.cpp ---------- */
-extern void IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list,
+extern void IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list,
 							 ItemPointer tid, const uint8 *code);
 
 /* ---------- ivfpq_stats.cpp ---------- */

@@ -547,7 +547,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 			}
 			buffer = next;
 			page = BufferGetPage(buffer);
-			IvfpqInitListPage(page, capacity, m);
+			IvfpqInitListPage(page, capacity, m, list);
 			if (list != current_list)
 				entries[list].first_block = next_block;
 			entries[list].tail_block = next_block;

@@ -13,16 +13,155 @@ extern "C"
 }
 
 /*
- * Append (tid, code) to a list: into the list's tail page if it has room, else
- * onto a new page linked after it.  Concurrent inserters are safe: the tail
- * page's next_block is the truth, the directory's tail_block only a hint.
- * Every change is WAL-logged with GenericXLog (at most 3 pages per record).
- * New pages come from the free space map first (pages VACUUM freed).  The
- * entry goes after the page's others and counts as added since the build
- * (IvfpqPageOpaqueData.inserted).
+ * ---------- side pages ----------
+ *
+ * Under skewed data many sessions insert into the same list, and each insert
+ * holds the list's tail page exclusively while it writes its entry and WAL
+ * record: the tail becomes a queue.  A session that finds the tail locked
+ * (after IVFPQ_SIDE_PAGE_AFTER such waits on the same list) instead links a
+ * page of its own into the list, right after the list's first page, and
+ * keeps putting that list's entries there until it is full.  Entries of a
+ * list may sit on any of its pages (a scan reads them all), so nothing else
+ * changes.  The side page is remembered in the backend's cached quantizer
+ * (forgotten with it on REINDEX or TRUNCATE) and checked under its lock
+ * before each use: still a list page, of this list (list_plus_one), with
+ * room.  VACUUM may have unlinked it since, but a page reused afterwards was
+ * initialised and linked into its new chain in one WAL record under its
+ * lock, so a page that passes the check is in this list's chain (see the
+ * rule in ivfpq_pages.cpp).  A session's partly filled side pages are the
+ * only space this costs; VACUUM compacts them like any page.
+ */
+#define IVFPQ_SIDE_PAGE_AFTER 3
+
+/* Write (tid, code) into the next slot of a locked list page with room, WAL-logged. */
+static void
+IvfpqAppendToPage(Relation index, const IvfpqQuantizer *q, Buffer buffer, ItemPointer tid,
+				  const uint8 *code)
+{
+	int			capacity = q->list_page_capacity;
+	GenericXLogState *state = GenericXLogStart(index);
+	Page		page = GenericXLogRegisterBuffer(state, buffer, 0);
+	IvfpqPageOpaque opaque = IvfpqPageGetOpaque(page);
+	int			slot = opaque->entry_count;
+
+	IvfpqListTids(page)[slot] = *tid;
+	ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, capacity), (size_t) slot,
+								  (size_t) q->shape.m, code);
+	opaque->entry_count++;
+	opaque->inserted++;
+	GenericXLogFinish(state);
+}
+
+/* A new page of a list holding one entry: inside the caller's WAL record. */
+static void
+IvfpqInitNewListPage(Page page, const IvfpqQuantizer *q, int list, ItemPointer tid,
+					 const uint8 *code)
+{
+	int			capacity = q->list_page_capacity;
+
+	IvfpqInitListPage(page, capacity, q->shape.m, list);
+	IvfpqListTids(page)[0] = *tid;
+	ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, capacity), 0, (size_t) q->shape.m, code);
+	IvfpqPageGetOpaque(page)->entry_count = 1;
+	IvfpqPageGetOpaque(page)->inserted = 1;
+}
+
+/* This backend's side page of a list, or Invalid. */
+static BlockNumber
+IvfpqSidePage(const IvfpqQuantizer *q, int list)
+{
+	return q->side_pages != NULL ? q->side_pages[list] : InvalidBlockNumber;
+}
+
+static void
+IvfpqSetSidePage(IvfpqQuantizer *q, int list, BlockNumber block)
+{
+	if (q->side_pages == NULL)
+	{
+		int			lists = Max(q->shape.lists, 1);
+
+		q->side_pages = (BlockNumber *) MemoryContextAlloc(q->context, sizeof(BlockNumber) * lists);
+		q->side_waits = (uint8 *) MemoryContextAllocZero(q->context, lists);
+		for (int i = 0; i < lists; i++)
+			q->side_pages[i] = InvalidBlockNumber;
+	}
+	q->side_pages[list] = block;
+}
+
+/* Put the entry on this backend's side page of the list if it still can: true if done. */
+static bool
+IvfpqAppendToSidePage(Relation index, IvfpqQuantizer *q, int list, ItemPointer tid,
+					  const uint8 *code)
+{
+	BlockNumber block = IvfpqSidePage(q, list);
+	Buffer		buffer;
+	IvfpqPageOpaque opaque;
+
+	if (block == InvalidBlockNumber)
+		return false;
+	/* ivfpq indexes never shrink, so the block still exists. */
+	buffer = ReadBuffer(index, block);
+	LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+	opaque = IvfpqPageGetOpaque(BufferGetPage(buffer));
+	if (opaque->page_type == IVFPQ_PAGE_LIST && opaque->list_plus_one == (uint32) list + 1 &&
+		opaque->entry_count < q->list_page_capacity)
+	{
+		IvfpqAppendToPage(index, q, buffer, tid, code);
+		UnlockReleaseBuffer(buffer);
+		return true;
+	}
+	UnlockReleaseBuffer(buffer);
+	q->side_pages[list] = InvalidBlockNumber;
+	return false;
+}
+
+/*
+ * Link a new page holding the entry right after the list's first page and
+ * make it this backend's side page.  False if the first page is the list's
+ * only page (then it is the tail the caller waits for anyway).
+ */
+static bool
+IvfpqAddSidePage(Relation index, IvfpqQuantizer *q, int list, BlockNumber first_block,
+				 ItemPointer tid, const uint8 *code)
+{
+	Buffer		first_buffer = ReadBuffer(index, first_block);
+	Buffer		new_buffer;
+	GenericXLogState *state;
+	Page		first_page;
+	Page		new_page;
+
+	LockBuffer(first_buffer, BUFFER_LOCK_EXCLUSIVE);
+	if (IvfpqPageGetOpaque(BufferGetPage(first_buffer))->next_block == InvalidBlockNumber)
+	{
+		UnlockReleaseBuffer(first_buffer);
+		return false;
+	}
+	new_buffer = IvfpqNewListBuffer(index);
+	state = GenericXLogStart(index);
+	first_page = GenericXLogRegisterBuffer(state, first_buffer, 0);
+	new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
+	IvfpqInitNewListPage(new_page, q, list, tid, code);
+	IvfpqPageGetOpaque(new_page)->next_block = IvfpqPageGetOpaque(first_page)->next_block;
+	IvfpqPageGetOpaque(first_page)->next_block = BufferGetBlockNumber(new_buffer);
+	GenericXLogFinish(state);
+	IvfpqSetSidePage(q, list, BufferGetBlockNumber(new_buffer));
+	UnlockReleaseBuffer(new_buffer);
+	UnlockReleaseBuffer(first_buffer);
+	return true;
+}
+
+/*
+ * Append (tid, code) to a list: onto this backend's side page of the list
+ * if it has one with room, else into the list's tail page if it has room,
+ * else onto a new page linked after the tail.  Concurrent inserters are
+ * safe: the tail page's next_block is the truth, the directory's tail_block
+ * only a hint.  Every change is WAL-logged with GenericXLog (at most 3 pages
+ * per record).  New pages come from the free space map first (pages VACUUM
+ * freed).  The entry goes after the page's others and counts as added since
+ * the build (IvfpqPageOpaqueData.inserted).
  */
 void
-IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer tid,
+IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list, ItemPointer tid,
 				 const uint8 *code)
 {
 	BlockNumber dir_block = q->directory_start + list / IVFPQ_DIR_ENTRIES_PER_PAGE;
@@ -30,6 +169,10 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 	int			capacity = q->list_page_capacity;
 	IvfpqDirEntryData entry;
 	BlockNumber block;
+	bool		waited = false;
+
+	if (IvfpqAppendToSidePage(index, q, list, tid, code))
+		return;
 
 	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
 
@@ -49,11 +192,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
 			IvfpqDirEntry e = &((IvfpqDirEntry) PageGetContents(dir_page))[dir_slot];
 
-			IvfpqInitListPage(new_page, capacity, q->shape.m);
-			IvfpqListTids(new_page)[0] = *tid;
-			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->shape.m, code);
-			IvfpqPageGetOpaque(new_page)->entry_count = 1;
-			IvfpqPageGetOpaque(new_page)->inserted = 1;
+			IvfpqInitNewListPage(new_page, q, list, tid, code);
 			e->first_block = BufferGetBlockNumber(new_buffer);
 			e->tail_block = e->first_block;
 			GenericXLogFinish(state);
@@ -72,7 +211,27 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 		Page		page;
 		IvfpqPageOpaque opaque;
 
-		LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+		if (!ConditionalLockBuffer(buffer))
+		{
+			/* Someone holds the tail: after a few such waits, a side page. */
+			if (!waited && q->side_waits != NULL &&
+				q->side_waits[list] >= IVFPQ_SIDE_PAGE_AFTER - 1 &&
+				IvfpqAddSidePage(index, q, list, entry.first_block, tid, code))
+			{
+				q->side_waits[list] = 0;
+				ReleaseBuffer(buffer);
+				return;
+			}
+			if (!waited)
+			{
+				if (q->side_waits == NULL)
+					IvfpqSetSidePage(q, list, InvalidBlockNumber);
+				if (q->side_waits[list] < PG_UINT8_MAX)
+					q->side_waits[list]++;
+			}
+			waited = true;
+			LockBuffer(buffer, BUFFER_LOCK_EXCLUSIVE);
+		}
 		page = BufferGetPage(buffer);
 		opaque = IvfpqPageGetOpaque(page);
 
@@ -92,17 +251,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 		}
 		if (opaque->entry_count < capacity)
 		{
-			GenericXLogState *state = GenericXLogStart(index);
-			Page		wpage = GenericXLogRegisterBuffer(state, buffer, 0);
-			IvfpqPageOpaque wopaque = IvfpqPageGetOpaque(wpage);
-			int			slot = wopaque->entry_count;
-
-			IvfpqListTids(wpage)[slot] = *tid;
-			ivfpq::core::StoreBlockedCode(IvfpqListCodes(wpage, capacity), (size_t) slot,
-										  (size_t) q->shape.m, code);
-			wopaque->entry_count++;
-			wopaque->inserted++;
-			GenericXLogFinish(state);
+			IvfpqAppendToPage(index, q, buffer, tid, code);
 			UnlockReleaseBuffer(buffer);
 			return;
 		}
@@ -123,11 +272,7 @@ IvfpqAppendEntry(Relation index, const IvfpqQuantizer *q, int list, ItemPointer 
 			Page		new_page = GenericXLogRegisterBuffer(state, new_buffer, GENERIC_XLOG_FULL_IMAGE);
 			Buffer		dir_buffer;
 
-			IvfpqInitListPage(new_page, capacity, q->shape.m);
-			IvfpqListTids(new_page)[0] = *tid;
-			ivfpq::core::StoreBlockedCode(IvfpqListCodes(new_page, capacity), 0, (size_t) q->shape.m, code);
-			IvfpqPageGetOpaque(new_page)->entry_count = 1;
-			IvfpqPageGetOpaque(new_page)->inserted = 1;
+			IvfpqInitNewListPage(new_page, q, list, tid, code);
 			IvfpqPageGetOpaque(wpage)->next_block = new_block;
 			GenericXLogFinish(state);
 			UnlockReleaseBuffer(new_buffer);

@@ -30,6 +30,7 @@ IvfpqInitPage(Page page, uint16 page_type)
 	opaque->page_type = page_type;
 	opaque->inserted = 0;
 	opaque->page_id = IVFPQ_PAGE_ID;
+	opaque->list_plus_one = 0;
 }
 
 /*
@@ -71,7 +72,11 @@ IvfpqNewBuffer(Relation index, ForkNumber fork)
  * a hint off a page in the same record that unlinks the page, and the page
  * is not reused until every transaction that might have read the old hint
  * has ended (IvfpqPageIsRecyclable); an inserter that lands on a deleted page
- * starts again from the directory.  Redo of a generic WAL record locks its
+ * starts again from the directory.  The other kind, a session's side page of
+ * a list (ivfpq_insert.cpp), outlives transactions, so it is trusted only
+ * after a check under the page's lock that it is a page of the same list: a
+ * reused page is initialised and linked into its chain in one WAL record
+ * under its lock, so a page of the list is always in the list's chain.  Redo of a generic WAL record locks its
  * pages in registration order and releases them together, so standby scans
  * follow the same rule without recovery conflicts.
  */
@@ -235,11 +240,12 @@ IvfpqListCodes(Page page, int capacity)
 	return (uint8 *) PageGetContents(page) + IvfpqListCodeOffset(capacity);
 }
 
-/* Initialise a list page; pd_lower covers the whole entry layout. */
+/* Initialise a page of list 'list'; pd_lower covers the whole entry layout. */
 void
-IvfpqInitListPage(Page page, int capacity, int m)
+IvfpqInitListPage(Page page, int capacity, int m, int list)
 {
 	IvfpqInitPage(page, IVFPQ_PAGE_LIST);
+	IvfpqPageGetOpaque(page)->list_plus_one = (uint32) list + 1;
 	((PageHeader) page)->pd_lower =
 		MAXALIGN(SizeOfPageHeaderData) + IvfpqListCodeOffset(capacity) + (Size) capacity * m;
 }

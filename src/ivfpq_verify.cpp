@@ -293,6 +293,9 @@ IvfpqVerifyList(IvfpqVerifyState *vs, const IvfpqMetaPageData *meta, int list, i
 			return;
 		}
 		opaque = IvfpqPageGetOpaque(page);
+		if (opaque->list_plus_one != 0 && opaque->list_plus_one != (uint32) list + 1)
+			IvfpqProblem(vs, block, list, "page of list %u in the chain of list %d",
+						 opaque->list_plus_one - 1, list);
 		if (opaque->entry_count > capacity)
 			IvfpqProblem(vs, block, list, "%d entries on a page that holds %d", opaque->entry_count, capacity);
 		else
