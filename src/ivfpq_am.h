@@ -214,8 +214,8 @@ typedef struct IvfpqQuantizer
 	float	   *coarse_bound;	/* core PrepareCoarseBound() data, or NULL */
 	MemoryContext coarse_bound_context;	/* holds coarse_bound */
 	bool		coarse_bound_tried;	/* built (or found useless): never again */
-	uint64		assignments;	/* rows assigned to lists with this entry */
-	uint64		bounded_rows;	/* of them, through the coarse bound */
+	uint64		coarse_uses;	/* rows assigned and scans started with this entry */
+	uint64		bounded_searches;	/* of them, through the coarse bound */
 	uint64		bounded_reads;	/* centroids read by those */
 	BlockNumber *side_pages;	/* per list: this backend's side page (see
 								 * ivfpq_insert.cpp), or Invalid; NULL = none yet */
@@ -273,6 +273,8 @@ IvfpqFirstListBlock(const IvfpqMetaPageData *meta)
 extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
+extern const float *IvfpqCoarseBound(IvfpqQuantizer *q);
+extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
 
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list,

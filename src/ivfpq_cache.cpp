@@ -322,9 +322,10 @@ IvfpqCacheRecount(IvfpqQuantizer *q)
 }
 
 /*
- * Rows a backend assigns with a cached quantizer before it prepares the
- * quantizer's coarse bound.  Preparing costs about as much as assigning this
- * many rows by reading every centroid (~25 ms against ~50 us a row at 1000
+ * Rows a backend assigns (or scans it starts) with a cached quantizer before
+ * it prepares the quantizer's coarse bound.  Preparing costs about as much
+ * as assigning this many rows (or ranking the centroids for this many
+ * queries) by reading every centroid (~25 ms against ~50 us a row at 1000
  * lists of 768 dimensions), so a session that inserts a few rows never pays
  * for it and one that inserts many pays at most twice the best cost (the
  * ski-rental argument).
@@ -332,29 +333,28 @@ IvfpqCacheRecount(IvfpqQuantizer *q)
 #define IVFPQ_COARSE_BOUND_AFTER 512
 
 /*
- * Rows assigned through the bound after which it is dropped if it read more
+ * Searches through the bound after which it is dropped if it read more
  * than half of the centroids a row on average: data without low-dimensional
  * structure, where the bound only adds its own cost.
  */
 #define IVFPQ_COARSE_BOUND_TRIAL 256
 
 /*
- * The nearest list of a vector (trained quantizer): through the coarse bound
- * once this entry has assigned IVFPQ_COARSE_BOUND_AFTER rows and the
- * quantizer is large enough to have one, else by reading every centroid.
- * Both give the same list.  The bound is built in its own context and moved
- * under the entry only when complete, so an error leaks nothing.
+ * The coarse bound of a trained quantizer (see ivfpq_core.h), or NULL: NULL
+ * until this entry has been used for IVFPQ_COARSE_BOUND_AFTER assignments or
+ * scans, for quantizers too small to have one, and after the bound proved
+ * useless.  Each call counts as one use.  The bound is built in its own
+ * context and moved under the entry only when complete, so an error leaks
+ * nothing.
  */
-int32
-IvfpqAssignList(IvfpqQuantizer *q, const float *x)
+const float *
+IvfpqCoarseBound(IvfpqQuantizer *q)
 {
-	ivfpq::core::QuantizerView view = IvfpqView(q);
-	int32		list = 0;
-	size_t		reads = 0;
-
-	q->assignments++;
-	if (!q->coarse_bound_tried && q->assignments >= IVFPQ_COARSE_BOUND_AFTER)
+	q->coarse_uses++;
+	if (!q->coarse_bound_tried && q->coarse_uses >= IVFPQ_COARSE_BOUND_AFTER)
 	{
+		ivfpq::core::QuantizerView view = IvfpqView(q);
+
 		q->coarse_bound_tried = true;
 		if (ivfpq::core::CoarseBoundFloats(view) > 0)
 		{
@@ -373,31 +373,54 @@ IvfpqAssignList(IvfpqQuantizer *q, const float *x)
 			IvfpqCacheRecount(q);
 		}
 	}
+	return q->coarse_bound;
+}
+
+/*
+ * Report how many centroids a search through the coarse bound read; after
+ * IVFPQ_COARSE_BOUND_TRIAL searches the bound is dropped if they read more
+ * than half of the centroids on average.
+ */
+void
+IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads)
+{
+	q->bounded_searches++;
+	q->bounded_reads += reads;
+	if (q->bounded_searches == IVFPQ_COARSE_BOUND_TRIAL &&
+		q->bounded_reads > q->bounded_searches * (uint64) q->shape.lists / 2)
+	{
+		MemoryContextDelete(q->coarse_bound_context);
+		q->coarse_bound = NULL;
+		q->coarse_bound_context = NULL;
+		IvfpqCacheRecount(q);
+	}
+}
+
+/*
+ * The nearest list of a vector (trained quantizer): through the coarse bound
+ * when there is one, else by reading every centroid.  Both give the same
+ * list.
+ */
+int32
+IvfpqAssignList(IvfpqQuantizer *q, const float *x)
+{
+	ivfpq::core::QuantizerView view = IvfpqView(q);
+	const float *bound = IvfpqCoarseBound(q);
+	int32		list = 0;
+	size_t		reads = 0;
 
 	IvfpqCallCore("ivfpq insert", [&]() {
-		if (q->coarse_bound != NULL)
+		if (bound != NULL)
 		{
 			float		distance;
 
-			reads = ivfpq::core::NearestListsBounded(view, q->coarse_bound, x, 1, &list, &distance);
+			reads = ivfpq::core::NearestListsBounded(view, bound, x, 1, &list, &distance);
 		}
 		else
 			ivfpq::core::AssignLists(view, x, 1, &list);
 	});
-
-	if (q->coarse_bound != NULL)
-	{
-		q->bounded_rows++;
-		q->bounded_reads += reads;
-		if (q->bounded_rows == IVFPQ_COARSE_BOUND_TRIAL &&
-			q->bounded_reads > q->bounded_rows * (uint64) q->shape.lists / 2)
-		{
-			MemoryContextDelete(q->coarse_bound_context);
-			q->coarse_bound = NULL;
-			q->coarse_bound_context = NULL;
-			IvfpqCacheRecount(q);
-		}
-	}
+	if (bound != NULL)
+		IvfpqCoarseBoundReads(q, reads);
 	return list;
 }
 

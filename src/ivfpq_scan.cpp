@@ -19,6 +19,7 @@
  */
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "ivfpq_am.h"
 
@@ -84,6 +85,7 @@ typedef struct IvfpqScanOpaqueData
 	int32	   *list_order;
 	float	   *centroid_distances;
 	int			list_order_sorted;	/* prefix of list_order that is sorted */
+	bool		distances_pending;	/* centroid_distances known only for that prefix */
 	int			next_list;
 
 	/* ADC */
@@ -102,6 +104,15 @@ typedef struct IvfpqScanOpaqueData
 	IvfpqResult *batch;
 	int			batch_count;
 	int			batch_next;
+
+	/*
+	 * Re-ranked rows wait in the batch until no unconsumed candidate is
+	 * likely to be closer: until their exact distance is at most the
+	 * smallest ADC distance left in the pool (on the operator's scale;
+	 * +infinity when the pool is empty).  A row that is not yet due makes
+	 * the next batch be re-ranked and merged in first.
+	 */
+	double		next_candidate_distance;
 
 	/* heap access */
 	TupleTableSlot *slot;
@@ -150,7 +161,9 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->batch = NULL;
 	so->pool_count = so->pool_capacity = so->pool_next = 0;
 	so->batch_count = so->batch_next = 0;
+	so->next_candidate_distance = std::numeric_limits<double>::infinity();
 	so->next_list = so->list_order_sorted = 0;
+	so->distances_pending = false;
 	/* Everything above lived in the scan context (slot/fetch do not). */
 	MemoryContextReset(so->scan_context);
 	so->batch_context = AllocSetContextCreate(so->scan_context, "ivfpq scan batch",
@@ -320,7 +333,21 @@ IvfpqProbeMore(IndexScanDesc scan, int count)
 	int			end = Min(so->next_list + count, so->lists_limit);
 
 	if (end > so->list_order_sorted)
+	{
+		if (so->distances_pending)
+		{
+			/* Past the lists the coarse bound chose: every centroid's distance now. */
+			ivfpq::core::QuantizerView view = IvfpqView(so->q);
+			const float *query = so->query;
+			float	   *distances = so->centroid_distances;
+
+			IvfpqCallCore("ivfpq scan", [&]() {
+				ivfpq::core::CentroidDistances(view, query, distances);
+			});
+			so->distances_pending = false;
+		}
 		IvfpqSortLists(so, so->list_order_sorted, so->lists_limit, so->q->shape.lists);
+	}
 	for (; so->next_list < end; so->next_list++)
 		IvfpqScanList(scan, so->list_order[so->next_list]);
 }
@@ -403,10 +430,50 @@ IvfpqStartScan(IndexScanDesc scan)
 		const float *query = so->query;
 		float	   *distances = so->centroid_distances;
 
+		int			lists = q->shape.lists;
+		int			first_lists;
+		const float *bound = NULL;
+
+		so->lists_limit = ivfpq_max_probes > 0 ? Max(ivfpq_max_probes, so->probes) : lists;
+		so->lists_limit = Min(so->lists_limit, lists);
+		first_lists = Min(so->probes, so->lists_limit);
 		so->table = (float *) palloc(sizeof(float) * ((Size) q->shape.m << q->shape.nbits));
-		IvfpqCallCore("ivfpq scan", [&]() {
-			ivfpq::core::CentroidDistances(view, query, distances);
-		});
+		if (q->shape.metric != IVFPQ_METRIC_IP && first_lists < lists)
+			bound = IvfpqCoarseBound(q);
+		if (bound != NULL)
+		{
+			/*
+			 * The first lists to probe through the coarse bound, without
+			 * reading every centroid; the other lists' distances only if
+			 * the scan goes on past them (IvfpqProbeMore).
+			 */
+			int32	   *top = (int32 *) palloc(sizeof(int32) * first_lists);
+			float	   *top_distances = (float *) palloc(sizeof(float) * first_lists);
+			bool	   *taken = (bool *) palloc0(sizeof(bool) * lists);
+			size_t		reads = 0;
+			int			n = 0;
+
+			IvfpqCallCore("ivfpq scan", [&]() {
+				reads = ivfpq::core::NearestListsBounded(view, bound, query, (size_t) first_lists,
+														 top, top_distances);
+			});
+			IvfpqCoarseBoundReads(q, reads);
+			for (int i = 0; i < first_lists; i++)
+			{
+				so->list_order[n++] = top[i];
+				distances[top[i]] = top_distances[i];
+				taken[top[i]] = true;
+			}
+			for (int list = 0; list < lists; list++)
+				if (!taken[list])
+					so->list_order[n++] = list;
+			so->list_order_sorted = first_lists;
+			so->distances_pending = true;
+		}
+		else
+			IvfpqCallCore("ivfpq scan", [&]() {
+				ivfpq::core::CentroidDistances(view, query, distances);
+			});
 		if (q->term_tables != NULL && ivfpq_table_cache_mb > 0)
 		{
 			const float *prepared = q->prepared;
@@ -418,15 +485,16 @@ IvfpqStartScan(IndexScanDesc scan)
 				ivfpq::core::ComputeQueryTerms(view, prepared, mean, query, query_terms);
 			});
 		}
-		so->lists_limit = ivfpq_max_probes > 0 ? Max(ivfpq_max_probes, so->probes) : q->shape.lists;
-		so->lists_limit = Min(so->lists_limit, q->shape.lists);
 	}
 	else
 		so->lists_limit = q->shape.lists;		/* untrained: exact search over everything */
 	MemoryContextSwitchTo(old_context);
 
-	so->list_order_sorted = 0;
-	IvfpqSortLists(so, 0, Min(so->probes, so->lists_limit), q->shape.lists);
+	if (!so->distances_pending)
+	{
+		so->list_order_sorted = 0;
+		IvfpqSortLists(so, 0, Min(so->probes, so->lists_limit), q->shape.lists);
+	}
 	IvfpqProbeMore(scan, q->trained ? so->probes : q->shape.lists);
 	so->started = true;
 	pgstat_count_index_scan(index);
@@ -593,6 +661,9 @@ IvfpqNextBatch(IndexScanDesc scan)
 	IvfpqCandidate *first = so->pool + so->pool_next;
 	MemoryContext old_context;
 
+	int64		carried = so->batch_count - so->batch_next;
+	IvfpqResult *carry = NULL;
+
 	if (!q->trained)
 		take = remaining;
 	else if (so->rerank > 0)
@@ -600,13 +671,30 @@ IvfpqNextBatch(IndexScanDesc scan)
 	else
 		take = Min((int64) IVFPQ_UNRANKED_BATCH, remaining);
 	IvfpqChooseCandidates(first, take, remaining);
+	/* After nth_element the candidate at 'take' is the smallest one left. */
+	so->next_candidate_distance = take < remaining
+		? IvfpqAdcToOperatorScale(q->shape.metric, first[take].distance)
+		: std::numeric_limits<double>::infinity();
 
+	/* Rows of the last batch not returned yet are merged with the new ones. */
+	if (carried > 0)
+	{
+		carry = (IvfpqResult *) MemoryContextAllocHuge(so->scan_context, sizeof(IvfpqResult) * carried);
+		memcpy(carry, so->batch + so->batch_next, sizeof(IvfpqResult) * carried);
+	}
 	MemoryContextReset(so->batch_context);
 	old_context = MemoryContextSwitchTo(so->batch_context);
-	so->batch = (IvfpqResult *) palloc_extended(sizeof(IvfpqResult) * Max(take, 1), MCXT_ALLOC_HUGE);
+	so->batch = (IvfpqResult *) palloc_extended(sizeof(IvfpqResult) * Max(take + carried, 1),
+												MCXT_ALLOC_HUGE);
 	so->batch_count = 0;
 	so->batch_next = 0;
 	MemoryContextSwitchTo(old_context);
+	if (carried > 0)
+	{
+		memcpy(so->batch, carry, sizeof(IvfpqResult) * carried);
+		so->batch_count = (int) carried;
+		pfree(carry);
+	}
 
 	if (!exact)
 		IvfpqApproximateBatch(so, first, take);
@@ -645,7 +733,21 @@ ivfpqgettuple(IndexScanDesc scan, ScanDirection dir)
 	{
 		if (so->batch_next < so->batch_count)
 		{
-			IvfpqResult *r = &so->batch[so->batch_next++];
+			IvfpqResult *r = &so->batch[so->batch_next];
+
+			/*
+			 * Re-ranked rows go out in exact order as far as the pool can
+			 * tell: a row farther than the closest unconsumed candidate
+			 * waits for the next batch (a filter above the scan that drops
+			 * most rows would otherwise get rows out of order).
+			 */
+			if (so->rerank > 0 && so->q->trained && so->pool_next < so->pool_count &&
+				!(r->distance <= so->next_candidate_distance))
+			{
+				IvfpqNextBatch(scan);
+				continue;
+			}
+			so->batch_next++;
 
 			scan->xs_heaptid = r->tid;
 			scan->xs_recheck = false;
