@@ -113,6 +113,7 @@ typedef struct IvfpqScanOpaqueData
 	 * the next batch be re-ranked and merged in first.
 	 */
 	double		next_candidate_distance;
+	int64		returned;		/* rows returned so far */
 
 	/* heap access */
 	TupleTableSlot *slot;
@@ -120,6 +121,8 @@ typedef struct IvfpqScanOpaqueData
 } IvfpqScanOpaqueData;
 
 typedef IvfpqScanOpaqueData *IvfpqScanOpaque;
+
+static double IvfpqAdcToOperatorScale(int metric, float adc);
 
 /* ambeginscan: allocate scan state; the work starts at the first tuple. */
 IndexScanDesc
@@ -162,6 +165,7 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->pool_count = so->pool_capacity = so->pool_next = 0;
 	so->batch_count = so->batch_next = 0;
 	so->next_candidate_distance = std::numeric_limits<double>::infinity();
+	so->returned = 0;
 	so->next_list = so->list_order_sorted = 0;
 	so->distances_pending = false;
 	/* Everything above lived in the scan context (slot/fetch do not). */
@@ -325,13 +329,10 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	CHECK_FOR_INTERRUPTS();
 }
 
-/* Probe the next 'count' lists in centroid order. */
+/* Make list_order sorted by centroid distance at least up to 'end'. */
 static void
-IvfpqProbeMore(IndexScanDesc scan, int count)
+IvfpqEnsureListOrder(IvfpqScanOpaque so, int end)
 {
-	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
-	int			end = Min(so->next_list + count, so->lists_limit);
-
 	if (end > so->list_order_sorted)
 	{
 		if (so->distances_pending)
@@ -348,8 +349,30 @@ IvfpqProbeMore(IndexScanDesc scan, int count)
 		}
 		IvfpqSortLists(so, so->list_order_sorted, so->lists_limit, so->q->shape.lists);
 	}
+}
+
+/* Probe the next 'count' lists in centroid order. */
+static void
+IvfpqProbeMore(IndexScanDesc scan, int count)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+	int			end = Min(so->next_list + count, so->lists_limit);
+
+	IvfpqEnsureListOrder(so, end);
 	for (; so->next_list < end; so->next_list++)
 		IvfpqScanList(scan, so->list_order[so->next_list]);
+}
+
+/*
+ * Distance from the query to the centroid of the next list to probe, on the
+ * operator's scale (L2 and cosine).
+ */
+static double
+IvfpqNextListDistance(IvfpqScanOpaque so)
+{
+	IvfpqEnsureListOrder(so, so->next_list + 1);
+	return IvfpqAdcToOperatorScale(so->q->shape.metric,
+								   so->centroid_distances[so->list_order[so->next_list]]);
 }
 
 /*
@@ -747,7 +770,22 @@ ivfpqgettuple(IndexScanDesc scan, ScanDirection dir)
 				IvfpqNextBatch(scan);
 				continue;
 			}
+
+			/*
+			 * Once the scan has returned more rows than one batch (a filter
+			 * above it is dropping rows), a row farther than the next
+			 * list's centroid waits until that list is probed: the list
+			 * likely holds closer rows.
+			 */
+			if (so->rerank > 0 && so->q->trained && so->returned >= so->rerank &&
+				so->next_list < so->lists_limit && so->q->shape.metric != IVFPQ_METRIC_IP &&
+				!(r->distance <= IvfpqNextListDistance(so)))
+			{
+				IvfpqProbeMore(scan, so->probes);
+				continue;
+			}
 			so->batch_next++;
+			so->returned++;
 
 			scan->xs_heaptid = r->tid;
 			scan->xs_recheck = false;
