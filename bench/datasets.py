@@ -9,6 +9,11 @@ IndexIVFFlat, nprobe sweep).
 Datasets
   fashion-mnist    Debian's dataset-fashion-mnist, ann-benchmarks split:
                    train (60000 x 784) = base, t10k (10000 x 784) = queries.
+  siftlike[:N]     N rows (default 1,000,000) x 128 that look like SIFT
+                   descriptors: non-negative integers up to 255, rows of L2
+                   norm ~512, a fifth of the values 0, noisy rescaled
+                   copies of 20000 sparse,
+                   gamma-distributed (heavy-tailed) prototypes of Zipf weights.
   generated[:N]    N rows (default 1,000,000) x 768 of synthetic embeddings:
                    a few thousand overlapping clusters of Zipf-distributed size
                    and anisotropic spread comparable to the distance between
@@ -176,9 +181,52 @@ class GeneratedModel:
         return x
 
 
+@dataclass(frozen=True)
+class SiftLikeParams:
+    """Shape of the SIFT-like set: 128 non-negative integer dimensions, clustered, heavy-tailed."""
+    dim: int = 128
+    seed: int = 7
+    prototypes: int = 20000    # cluster prototypes
+    zipf: float = 0.8          # cluster weight ~ rank^-zipf (shuffled)
+    sparsity: float = 0.35     # share of a prototype's dimensions that are zero
+    shape: float = 0.7         # gamma shape of prototype values (< 1: heavy-tailed)
+    jitter: float = 0.6        # log-normal sigma of a row's per-dimension scale around its prototype
+    noise: float = 8.0         # mean of the additive exponential noise (on 40% of the dimensions)
+    norm: float = 512.0        # rows are scaled to about this L2 norm, as SIFT's are
+
+    def tag(self):
+        return (f"sift-d{self.dim}-s{self.seed}-p{self.prototypes}-z{self.zipf:g}-sp{self.sparsity:g}"
+                f"-g{self.shape:g}-j{self.jitter:g}-e{self.noise:g}")
+
+
+class SiftLikeModel:
+    """Prototypes of gradient-histogram-like vectors; rows are noisy, rescaled, rounded copies."""
+
+    def __init__(self, p: SiftLikeParams):
+        self.p = p
+        rng = np.random.default_rng([p.seed, 0])
+        proto = rng.gamma(p.shape, 1.0, size=(p.prototypes, p.dim))
+        proto[rng.random((p.prototypes, p.dim)) < p.sparsity] = 0.0
+        proto /= np.linalg.norm(proto, axis=1, keepdims=True) + 1e-12
+        self.prototypes = (proto * p.norm).astype(np.float32)
+        weights = (np.arange(p.prototypes) + 1.0) ** (-p.zipf)
+        rng.shuffle(weights)
+        self.cum_weights = np.cumsum(weights / weights.sum())
+
+    def sample(self, count, rng):
+        p = self.p
+        labels = np.minimum(np.searchsorted(self.cum_weights, rng.random(count), side="right"),
+                            p.prototypes - 1)
+        x = self.prototypes[labels] * np.exp(rng.normal(0.0, p.jitter, size=(count, p.dim))).astype(np.float32)
+        x += (rng.exponential(p.noise, size=(count, p.dim))
+              * (rng.random((count, p.dim)) < 0.4)).astype(np.float32)
+        x *= (p.norm / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+        return np.clip(np.rint(x), 0, 255).astype(np.float32)
+
+
 def generate(path, n, params, stream, chunk=GEN_CHUNK):
     """Write n rows of the model to path (.npy) chunk by chunk; stream 1 = base, 2 = queries."""
-    model = GeneratedModel(params)
+    model = SiftLikeModel(params) if isinstance(params, SiftLikeParams) else GeneratedModel(params)
     tmp = path + ".part.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, params.dim))
     for j, start in enumerate(range(0, n, chunk)):
@@ -199,21 +247,22 @@ def generated(n=GEN_N, params=GeneratedParams(), nqueries=GEN_QUERIES, cache_dir
     A cached base file with at least n rows of the same model is reused (its prefix)."""
     os.makedirs(cache_dir, exist_ok=True)
     tag = params.tag()
+    prefix = "siftlike" if isinstance(params, SiftLikeParams) else "generated"
     base = None
     for name in sorted(os.listdir(cache_dir)):
-        if name.startswith(f"generated-{tag}-n") and name.endswith(".base.npy") and ".part" not in name:
-            have = int(name[len(f"generated-{tag}-n"):-len(".base.npy")])
+        if name.startswith(f"{prefix}-{tag}-n") and name.endswith(".base.npy") and ".part" not in name:
+            have = int(name[len(f"{prefix}-{tag}-n"):-len(".base.npy")])
             if have >= n:
                 base = np.load(os.path.join(cache_dir, name), mmap_mode="r")[:n]
                 break
     if base is None:
-        path = os.path.join(cache_dir, f"generated-{tag}-n{n}.base.npy")
+        path = os.path.join(cache_dir, f"{prefix}-{tag}-n{n}.base.npy")
         log(f"generating {n} x {params.dim} base rows -> {path}")
         t0 = time.perf_counter()
         generate(path, n, params, stream=1)
         log(f"  base generated in {time.perf_counter() - t0:.1f} s")
         base = np.load(path, mmap_mode="r")
-    qpath = os.path.join(cache_dir, f"generated-{tag}-q{nqueries}.queries.npy")
+    qpath = os.path.join(cache_dir, f"{prefix}-{tag}-q{nqueries}.queries.npy")
     if not os.path.exists(qpath):
         generate(qpath, nqueries, params, stream=2)
     return base, np.load(qpath)
@@ -318,7 +367,7 @@ class Dataset:
 
 
 def load(spec, cache_dir=CACHE_DIR, params=None):
-    """Load a dataset by spec: 'fashion-mnist' or 'generated[:N]'."""
+    """Load a dataset by spec: 'fashion-mnist', 'generated[:N]' or 'siftlike[:N]'."""
     name, _, arg = spec.partition(":")
     if name == "fashion-mnist":
         base, queries = fashion_mnist(cache_dir)
@@ -332,7 +381,11 @@ def load(spec, cache_dir=CACHE_DIR, params=None):
         if params != GeneratedParams():
             label += f"[{params.tag()}]"
         return Dataset(label, base, queries, cache_dir)
-    raise ValueError(f"unknown dataset {spec!r}; expected fashion-mnist or generated[:N]")
+    if name == "siftlike":
+        n = int(float(arg)) if arg else GEN_N
+        base, queries = generated(n, SiftLikeParams(), cache_dir=cache_dir)
+        return Dataset("siftlike" if n == GEN_N else f"siftlike:{n}", base, queries, cache_dir)
+    raise ValueError(f"unknown dataset {spec!r}; expected fashion-mnist, generated[:N] or siftlike[:N]")
 
 
 def recall_at(found, truth, k=10):

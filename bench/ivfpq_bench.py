@@ -56,7 +56,7 @@ def int_list(text):
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", help="fashion-mnist | generated[:N]")
+    ap.add_argument("dataset", help="fashion-mnist | generated[:N] | siftlike[:N]")
     ap.add_argument("--lists", type=int, default=256, help="index lists (default %(default)s)")
     ap.add_argument("--m", type=int, default=56, help="PQ subquantizers (default %(default)s)")
     ap.add_argument("--probes", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128],

@@ -22,6 +22,7 @@
 #include <limits>
 
 #include "ivfpq_am.h"
+#include "select_smallest.h"
 
 extern "C"
 {
@@ -553,12 +554,18 @@ IvfpqAdcToOperatorScale(int metric, float adc)
 	}
 }
 
-/* Candidate order: ADC distance. */
-static bool
-IvfpqCandidateCloser(const IvfpqCandidate &a, const IvfpqCandidate &b)
+/*
+ * Candidate order: ADC distance.  A function object rather than a function
+ * pointer, so that std::nth_element and std::sort inline the comparison (a
+ * call per comparison took a third of a query's time at 128 dimensions).
+ */
+struct IvfpqCandidateCloser
 {
-	return a.distance < b.distance;
-}
+	bool		operator() (const IvfpqCandidate &a, const IvfpqCandidate &b) const
+	{
+		return a.distance < b.distance;
+	}
+};
 
 /*
  * Choose the batch: move the best 'take' unconsumed candidates to the front
@@ -567,8 +574,9 @@ IvfpqCandidateCloser(const IvfpqCandidate &a, const IvfpqCandidate &b)
 static void
 IvfpqChooseCandidates(IvfpqCandidate *first, int64 take, int64 remaining)
 {
-	if (take < remaining)
-		std::nth_element(first, first + take, first + remaining, IvfpqCandidateCloser);
+	IvfpqCallCore("ivfpq scan", [&]() {
+		ivfpq::core::SelectSmallest(first, take, remaining);
+	});
 }
 
 /* Without rerank: the batch is the candidates in ADC order, on the operator's scale. */
@@ -577,7 +585,7 @@ IvfpqApproximateBatch(IvfpqScanOpaque so, IvfpqCandidate *first, int64 take)
 {
 	int			metric = so->q->shape.metric;
 
-	std::sort(first, first + take, IvfpqCandidateCloser);
+	std::sort(first, first + take, IvfpqCandidateCloser());
 	for (int64 i = 0; i < take; i++)
 	{
 		so->batch[i].tid = first[i].tid;
