@@ -46,7 +46,6 @@ import argparse
 import hashlib
 import multiprocessing
 import os
-import shlex
 import subprocess
 import sys
 import threading
@@ -912,14 +911,8 @@ def markdown(result):
     args = result["args"]
     title = (f"Live data under churn: {result['dataset']['name']} ({args['rows']} rows x {result['dataset']['dim']}"
              f" for inserts and searches, {args['vacuum_rows']} for VACUUM)")
-    lines = [ln for ln in ivfpq_bench.report_head(title, result) if not ln.startswith("- queries:")]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = ivfpq_bench.wrapped_report_head(title, result)
     env = result["environment"]
-    if env.get("wrapper"):
-        at = lines.index("## Machine and settings") - 1
-        lines[at:at] = ["", "Through the wrapper:", "", "```", env["wrapper"], "```"]
-    lines.append(f"- load average at the end: {', '.join(map(str, env.get('load_average_end', [])))}")
     if env.get("pgvector"):
         p = env["pgvector"]
         lines.append(f"- pgvector: checkout {p['path']} ({p.get('git')}, version {p.get('version')}), installed "
@@ -1036,15 +1029,6 @@ def markdown(result):
 # Main
 # --------------------------------------------------------------------------
 
-def wrapper_command():
-    """The bench/churn.sh command line, when this script was started by it."""
-    if os.environ.get("IVFPQ_BENCH_SCRIPT") != "churn_bench.py":
-        return None
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("IVFPQ_NO_INSTALL", "IVFPQ_SHARED_BUFFERS")
-                   if os.environ.get(k))
-    return (env + " " if env else "") + "bash bench/churn.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def main(argv=None):
     args = parse_args(argv)
     args.next_id = {}
@@ -1064,7 +1048,7 @@ def main(argv=None):
             raise SystemExit("the ivfpq access method is not installed")
         pgclient.register_vector(conn)
         environment = ivfpq_bench.machine_notes(conn)
-        environment["wrapper"] = wrapper_command()
+        environment["wrapper"] = ivfpq_bench.wrapper_command("churn_bench.py", "churn.sh")
         checkout = None
         if args.pgvector:
             checkout = pgvector_checkout(args.pgvector)

@@ -59,7 +59,6 @@ started by bench/filtered.sh, which provides a throwaway cluster.
 import argparse
 import os
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -465,14 +464,8 @@ def markdown(result):
     args, data = result["args"], result["data"]
     title = (f"Filtered vector queries: {data['rows']} x {data['dim']} clustered vectors, "
              f"{CATEGORIES} categories")
-    lines = [ln for ln in ivfpq_bench.report_head(title, result) if not ln.startswith("- queries:")]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = ivfpq_bench.wrapped_report_head(title, result)
     env = result["environment"]
-    if env.get("wrapper"):
-        at = lines.index("## Machine and settings") - 1
-        lines[at:at] = ["", "Through the wrapper:", "", "```", env["wrapper"], "```"]
-    lines.append(f"- load average at the end: {', '.join(map(str, env.get('load_average_end', [])))}")
     pv = result.get("pgvector")
     if pv:
         p = env["pgvector"]
@@ -549,15 +542,6 @@ def markdown(result):
 # Main
 # --------------------------------------------------------------------------
 
-def wrapper_command():
-    """The bench/filtered.sh command line, when this script was started by it."""
-    if os.environ.get("IVFPQ_BENCH_SCRIPT") != "filtered_bench.py":
-        return None
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("IVFPQ_NO_INSTALL", "IVFPQ_SHARED_BUFFERS")
-                   if os.environ.get(k))
-    return (env + " " if env else "") + "bash bench/filtered.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def setup_ivfpq(conn, args, vectors, categories):
     load_s = load_items(conn, vectors, categories)
     options = ivfpq_bench.index_options(args.lists, args.m)
@@ -611,7 +595,7 @@ def main(argv=None):
             raise SystemExit("the ivfpq access method is not installed")
         pgclient.register_vector(conn)
         environment = ivfpq_bench.machine_notes(conn)
-        environment["wrapper"] = wrapper_command()
+        environment["wrapper"] = ivfpq_bench.wrapper_command("filtered_bench.py", "filtered.sh")
         result = {"data": {"name": "clustered", "rows": args.rows, "dim": args.dim,
                            "cluster_sizes": sizes.tolist(), "rows_passing": passing},
                   "args": vars(args), "nqueries": len(queries), "environment": environment,

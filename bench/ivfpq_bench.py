@@ -411,6 +411,30 @@ def summary_lines(result):
     return out
 
 
+def wrapped_report_head(title, result):
+    """report_head() for the benchmarks run through a wrapper script (churn, filtered): without
+    the queries line, with the wrapper's command line and the load average at the end."""
+    lines = [ln for ln in report_head(title, result) if not ln.startswith("- queries:")]
+    while lines and not lines[-1]:
+        lines.pop()
+    env = result["environment"]
+    if env.get("wrapper"):
+        at = lines.index("## Machine and settings") - 1
+        lines[at:at] = ["", "Through the wrapper:", "", "```", env["wrapper"], "```"]
+    lines.append(f"- load average at the end: {', '.join(map(str, env.get('load_average_end', [])))}")
+    return lines
+
+
+def wrapper_command(script, wrapper):
+    """The `bash bench/<wrapper> ...` command line when bench/run.sh started `script`
+    for that wrapper (it sets IVFPQ_BENCH_SCRIPT), else None."""
+    if os.environ.get("IVFPQ_BENCH_SCRIPT") != script:
+        return None
+    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("IVFPQ_NO_INSTALL", "IVFPQ_SHARED_BUFFERS")
+                   if os.environ.get(k))
+    return (env + " " if env else "") + f"bash bench/{wrapper} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def default_results_path(ds_name, prefix=""):
     """bench/results/<prefix><dataset>-<date> (no extension)."""
     safe = ds_name.replace(":", "-").replace("[", "-").replace("]", "")

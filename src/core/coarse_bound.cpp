@@ -441,17 +441,6 @@ Orthonormalize(float *z, size_t dim, size_t width)
 			z[d * width + t] = cols[t * dim + d];
 }
 
-/* Scratch of this thread for one search: bounds (kpad) and a projection (width). */
-float *
-BoundScratch(size_t floats)
-{
-	thread_local std::vector<float> scratch;
-
-	if (scratch.size() < floats)
-		scratch.resize(floats);
-	return scratch.data();
-}
-
 }							/* namespace */
 
 size_t
@@ -577,7 +566,7 @@ NearestListsBounded(const QuantizerView &q, const float *bound, const float *x,
 	if (count == 0)
 		return 0;
 
-	scratch = BoundScratch(l.kpad + 2 * q.dim + l.width);
+	scratch = ThreadScratch(l.kpad + 2 * q.dim + l.width);
 	bounds = scratch;
 	u = bounds + l.kpad;
 	a = u + q.dim;

@@ -1,7 +1,8 @@
 /*
  * pq_kernels.h
  *		Core-internal nearest-codeword kernels shared by training (train.cpp)
- *		and encoding (quantizer.cpp), both defined in quantizer.cpp.
+ *		and encoding (quantizer.cpp), both defined in quantizer.cpp, and the
+ *		per-thread scratch buffer.
  *
  * A "transposed codebook" holds k codewords of dsub floats as a dsub x kpad
  * matrix (kpad = k rounded up to a multiple of 8, padding columns zero) plus
@@ -38,6 +39,14 @@ void		TransposeCodebook(const float *codebook, size_t k, size_t dsub,
 void		NearestCodewords(const float *x, size_t stride, size_t n,
 							 const float *transposed, const float *norms,
 							 size_t dsub, size_t kpad, int32_t *nearest_out);
+
+/*
+ * A buffer of at least 'floats' floats owned by the calling thread and
+ * reused by every call on it (residuals, distance tables, the coarse bound's
+ * per-search arrays).  Valid until the next call on the same thread, so a
+ * function must not hold it across a call to another function that uses it.
+ */
+float	   *ThreadScratch(size_t floats);
 
 }							/* namespace ivfpq::core */
 

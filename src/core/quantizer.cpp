@@ -54,17 +54,6 @@ constexpr size_t kAssignBlockFloats = size_t(1) << 20;
  */
 constexpr size_t kTransposedCentroidsMaxFloats = size_t(4) << 20;
 
-/* Scratch buffer reused by every call on this thread (residuals, tables). */
-float *
-ThreadScratch(size_t floats)
-{
-	thread_local std::vector<float> scratch;
-
-	if (scratch.size() < floats)
-		scratch.resize(floats);
-	return scratch.data();
-}
-
 /* Checks that a view describes a usable trained quantizer. */
 void
 CheckQuantizer(const QuantizerView &q)
@@ -879,6 +868,17 @@ EncodeResidualsBatch(const QuantizerView &q, const float *prepared, const float 
 }
 
 }							/* namespace */
+
+/* Scratch buffer of this thread (see pq_kernels.h). */
+float *
+ThreadScratch(size_t floats)
+{
+	thread_local std::vector<float> scratch;
+
+	if (scratch.size() < floats)
+		scratch.resize(floats);
+	return scratch.data();
+}
 
 /* Transposes one codebook and computes its norms (see pq_kernels.h). */
 void

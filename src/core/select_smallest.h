@@ -15,6 +15,12 @@
 #include <cstdint>
 #include <utility>
 
+/*
+ * Instantiated in glue code, which is built with default visibility: keep the
+ * instances out of the module's dynamic symbols like the rest of the core.
+ */
+#pragma GCC visibility push(hidden)
+
 namespace ivfpq::core {
 
 /*
@@ -66,5 +72,7 @@ SelectSmallest(T *first, int64_t take, int64_t n)
 }
 
 }							/* namespace ivfpq::core */
+
+#pragma GCC visibility pop
 
 #endif							/* IVFPQ_CORE_SELECT_SMALLEST_H */
