@@ -1037,16 +1037,13 @@ def main(argv=None):
     base, pool = ds.base, np.asarray(ds.base[M:M + args.pool], dtype=np.float32)
     nq = min(args.nqueries, ds.queries.shape[0])
     queries = np.asarray(ds.queries[:nq], dtype=np.float32)
-    spare = ds.queries[nq:nq + args.warmup] if ds.queries.shape[0] >= nq + args.warmup else ds.queries[:args.warmup]
+    spare = pgclient.warmup_queries(ds, nq, args.warmup)
     log(f"dataset {ds.name}: {args.rows} rows for inserts and searches, {args.vacuum_rows} for VACUUM, "
         f"{args.pool} pool rows after row {M}; {nq} queries; parts {', '.join(args.parts)}")
 
     conn = psycopg.connect(args.dsn, autocommit=True)
     try:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
-        if not pgclient.am_exists(conn):
-            raise SystemExit("the ivfpq access method is not installed")
-        pgclient.register_vector(conn)
+        pgclient.ensure_ivfpq(conn)
         environment = ivfpq_bench.machine_notes(conn)
         environment["wrapper"] = ivfpq_bench.wrapper_command("churn_bench.py", "churn.sh")
         checkout = None
@@ -1085,11 +1082,7 @@ def main(argv=None):
             base_d = base_topk(ds, Rows(base, args.vacuum_rows, pool), args.vacuum_rows, nq,
                                np.asarray(queries, dtype=np.float64))
             result["vacuum"] = vacuum_part(conn, args.dsn, args, base, queries, spare, base_d)
-        environment["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-        library = ivfpq_bench.library_notes(conn)
-        if library.get("sha256") != environment["library"].get("sha256"):
-            result["notes"].append(f"the installed ivfpq library changed during the run ({library.get('mtime')}, "
-                                   f"sha256 {library.get('sha256')}): connections opened after that loaded it")
+        ivfpq_bench.finish_environment(conn, environment, result["notes"])
     finally:
         conn.close()
 

@@ -590,10 +590,7 @@ def main(argv=None):
     conn = psycopg.connect(args.dsn, autocommit=True)
     pconn = None
     try:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
-        if not pgclient.am_exists(conn):
-            raise SystemExit("the ivfpq access method is not installed")
-        pgclient.register_vector(conn)
+        pgclient.ensure_ivfpq(conn)
         environment = ivfpq_bench.machine_notes(conn)
         environment["wrapper"] = ivfpq_bench.wrapper_command("filtered_bench.py", "filtered.sh")
         result = {"data": {"name": "clustered", "rows": args.rows, "dim": args.dim,
@@ -649,11 +646,7 @@ def main(argv=None):
             if row["rows_not_passing"]:
                 result["notes"].append(f"{row['target']}, {row['case']}: {row['rows_not_passing']} returned rows do "
                                        "not pass the filter")
-        environment["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-        library = ivfpq_bench.library_notes(conn)
-        if library.get("sha256") != environment["library"].get("sha256"):
-            result["notes"].append(f"the installed ivfpq library changed during the run ({library.get('mtime')}, "
-                                   f"sha256 {library.get('sha256')}): connections opened after that loaded it")
+        ivfpq_bench.finish_environment(conn, environment, result["notes"])
     finally:
         if pconn is not None:
             pconn.close()

@@ -425,6 +425,15 @@ def wrapped_report_head(title, result):
     return lines
 
 
+def finish_environment(conn, environment, notes):
+    """Record the load average at the end, and a note if the installed library changed during the run."""
+    environment["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    library = library_notes(conn)
+    if library.get("sha256") != environment["library"].get("sha256"):
+        notes.append(f"the installed ivfpq library changed during the run ({library.get('mtime')}, "
+                     f"sha256 {library.get('sha256')}): connections opened after that loaded it")
+
+
 def wrapper_command(script, wrapper):
     """The `bash bench/<wrapper> ...` command line when bench/run.sh started `script`
     for that wrapper (it sets IVFPQ_BENCH_SCRIPT), else None."""
@@ -467,7 +476,7 @@ def main(argv=None):
     nq = min(args.nqueries, ds.queries.shape[0])
     queries = np.asarray(ds.queries[:nq], dtype=np.float32)
     # Warm-up queries come from outside the measured set when there are enough.
-    spare = ds.queries[nq:nq + args.warmup] if ds.queries.shape[0] >= nq + args.warmup else ds.queries[:args.warmup]
+    spare = pgclient.warmup_queries(ds, nq, args.warmup)
     truth = ds.ground_truth(args.metric)[:nq]
     log(f"dataset {ds.name}: {ds.base.shape[0]} x {ds.dim}, {nq} queries, metric {args.metric}")
 

@@ -239,6 +239,19 @@ def memory_contexts(conn, prefix="ivfpq"):
             f"{prefix}_contexts": mine}
 
 
+def warmup_queries(ds, nq, warmup):
+    """Warm-up query vectors: from outside the first nq measured ones when the set has enough."""
+    return ds.queries[nq:nq + warmup] if ds.queries.shape[0] >= nq + warmup else ds.queries[:warmup]
+
+
+def ensure_ivfpq(conn):
+    """CREATE EXTENSION ivfpq if needed; exit when its access method is missing; register the vector dumper."""
+    conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
+    if not am_exists(conn):
+        raise SystemExit("the ivfpq access method is not installed")
+    register_vector(conn)
+
+
 def am_exists(conn, name="ivfpq"):
     """True when the index access method is installed in this database."""
     return conn.execute("SELECT 1 FROM pg_am WHERE amname = %s", (name,)).fetchone() is not None
