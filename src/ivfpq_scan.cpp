@@ -453,7 +453,6 @@ IvfpqStartScan(IndexScanDesc scan)
 		ivfpq::core::QuantizerView view = IvfpqView(q);
 		const float *query = so->query;
 		float	   *distances = so->centroid_distances;
-
 		int			lists = q->shape.lists;
 		int			first_lists;
 		const float *bound = NULL;
@@ -554,11 +553,7 @@ IvfpqAdcToOperatorScale(int metric, float adc)
 	}
 }
 
-/*
- * Candidate order: ADC distance.  A function object rather than a function
- * pointer, so that std::nth_element and std::sort inline the comparison (a
- * call per comparison took a third of a query's time at 128 dimensions).
- */
+/* Candidate order: ADC distance (a function object, so std::sort inlines it). */
 struct IvfpqCandidateCloser
 {
 	bool		operator() (const IvfpqCandidate &a, const IvfpqCandidate &b) const
