@@ -985,7 +985,7 @@ IvfpqReportSample(const IvfpqBuildState *state)
 				(errmsg("most vectors of table \"%s\" are stored compressed or out of line",
 						RelationGetRelationName(state->heap)),
 				 errdetail("Index scans re-rank candidates with their full vectors; each one must then be decompressed or fetched from TOAST, which slows queries."),
-				 errhint("For vectors of up to about 2000 dimensions, ALTER TABLE %s SET (toast_tuple_target = 8160) stores rows written afterwards inline and uncompressed.",
+				 errhint("For vectors of up to about 2000 dimensions, ALTER TABLE %s SET (toast_tuple_target = 8160) stores rows written afterwards inline and uncompressed; to keep them compressed, SET COMPRESSION lz4 on the vector column, which decompresses much faster than the default pglz.",
 						 RelationGetRelationName(state->heap))));
 	if (state->sample_count == 0)
 		ereport(NOTICE,
