@@ -220,6 +220,8 @@ typedef struct IvfpqQuantizer
 	BlockNumber *side_pages;	/* per list: this backend's side page (see
 								 * ivfpq_insert.cpp), or Invalid; NULL = none yet */
 	uint8	   *side_waits;		/* per list: waits for the tail since the last side page */
+	BlockNumber *first_blocks;	/* per list: its first page once known, else Invalid;
+								 * NULL = none known yet (IvfpqListFirstBlock) */
 	int			pin_count;		/* scans using it in this transaction */
 	uint64		last_used;		/* cache clock at the last lookup (LRU) */
 	Size		bytes;			/* memory of the entry's context */
@@ -274,6 +276,7 @@ extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
 extern const float *IvfpqCoarseBound(IvfpqQuantizer *q);
+extern BlockNumber IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int list);
 extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
 
 /* ---------- ivfpq_insert.cpp ---------- */

@@ -424,6 +424,38 @@ IvfpqAssignList(IvfpqQuantizer *q, const float *x)
 	return list;
 }
 
+/*
+ * The first page of a list, or Invalid while the list has none.  A list's
+ * first page, once created (by the build, or by the first insert into an
+ * empty list), is never unlinked or replaced for the life of the index's
+ * relfilenode and build, which key the cache entry; so the cache keeps it
+ * and a scan need not read the directory page for every list it probes.
+ * Lists without a page are read from the directory each time.
+ */
+BlockNumber
+IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int list)
+{
+	IvfpqDirEntryData entry;
+
+	if (q->first_blocks != NULL && q->first_blocks[list] != InvalidBlockNumber)
+		return q->first_blocks[list];
+	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
+	if (entry.first_block != InvalidBlockNumber)
+	{
+		if (q->first_blocks == NULL)
+		{
+			int			lists = Max(q->shape.lists, 1);
+
+			q->first_blocks = (BlockNumber *) MemoryContextAlloc(q->context, sizeof(BlockNumber) * lists);
+			for (int i = 0; i < lists; i++)
+				q->first_blocks[i] = InvalidBlockNumber;
+			IvfpqCacheRecount(q);
+		}
+		q->first_blocks[list] = entry.first_block;
+	}
+	return entry.first_block;
+}
+
 /* Release a pin taken by IvfpqGetQuantizer. */
 void
 IvfpqUnpinQuantizer(IvfpqQuantizer *q)

@@ -231,7 +231,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	size_t		m = (size_t) q->shape.m;
 	size_t		ksub = (size_t) 1 << q->shape.nbits;
 	float		bias = 0;
-	IvfpqDirEntryData entry;
+	BlockNumber first_block;
 	Buffer		buffer;
 
 	if (q->trained && q->shape.metric == IVFPQ_METRIC_IP)
@@ -279,10 +279,10 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	}
 
 	/* Lock coupling along the chain: ivfpq_pages.cpp states the rule. */
-	IvfpqReadDirEntry(index, q->directory_start, list, &entry);
-	if (entry.first_block == InvalidBlockNumber)
+	first_block = IvfpqListFirstBlock(index, q, list);
+	if (first_block == InvalidBlockNumber)
 		return;
-	buffer = ReadBuffer(index, entry.first_block);
+	buffer = ReadBuffer(index, first_block);
 	LockBuffer(buffer, BUFFER_LOCK_SHARE);
 	while (BufferIsValid(buffer))
 	{
@@ -312,7 +312,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 				for (int i = 0; i < n; i++)
 				{
 					out[i].tid = tids[i];
-					out[i].distance = so->adc[i];
+					out[i].distance = adc[i];
 				}
 			}
 			else
