@@ -15,9 +15,5 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-dataset=generated
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-    dataset="$1"
-    shift
-fi
-IVFPQ_BENCH_SCRIPT=churn_bench.py IVFPQ_BENCH_CLUSTER=churn exec bash "$here/run.sh" "$dataset" "$@"
+IVFPQ_BENCH_SCRIPT=churn_bench.py IVFPQ_BENCH_CLUSTER=churn IVFPQ_BENCH_DATASET=generated \
+    exec bash "$here/run.sh" "$@"

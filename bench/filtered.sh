@@ -17,9 +17,5 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-dataset=clustered
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-    dataset="$1"
-    shift
-fi
-IVFPQ_BENCH_SCRIPT=filtered_bench.py IVFPQ_BENCH_CLUSTER=filtered exec bash "$here/run.sh" "$dataset" "$@"
+IVFPQ_BENCH_SCRIPT=filtered_bench.py IVFPQ_BENCH_CLUSTER=filtered IVFPQ_BENCH_DATASET=clustered \
+    exec bash "$here/run.sh" "$@"

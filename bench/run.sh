@@ -13,15 +13,21 @@
 #
 # Other benchmarks reuse this wrapper (bench/partitions.sh): IVFPQ_BENCH_SCRIPT
 # names the script under bench/ (default ivfpq_bench.py), IVFPQ_BENCH_CLUSTER
-# the cluster (default bench).
+# the cluster (default bench), IVFPQ_BENCH_DATASET the dataset when the
+# arguments start with an option (default fashion-mnist).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../test/lib/pg.sh
 source "$here/../test/lib/pg.sh"
 
-dataset="${1:-fashion-mnist}"
-[ $# -gt 0 ] && shift
+# The dataset is the first argument unless that is an option; then the
+# wrapper's IVFPQ_BENCH_DATASET, or fashion-mnist.
+dataset="${IVFPQ_BENCH_DATASET:-fashion-mnist}"
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    dataset="$1"
+    shift
+fi
 
 # shared_buffers holds the whole table: 60k x 784 is ~60-200 MB, 1M x 768 ~4 GB.
 case "$dataset" in

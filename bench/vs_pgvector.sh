@@ -18,9 +18,5 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-dataset=fashion-mnist
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
-    dataset="$1"
-    shift
-fi
-IVFPQ_BENCH_SCRIPT=vs_pgvector.py IVFPQ_BENCH_CLUSTER=vspgvector exec bash "$here/run.sh" "$dataset" "$@"
+IVFPQ_BENCH_SCRIPT=vs_pgvector.py IVFPQ_BENCH_CLUSTER=vspgvector IVFPQ_BENCH_DATASET=fashion-mnist \
+    exec bash "$here/run.sh" "$@"
