@@ -272,7 +272,7 @@ IvfpqFirstListBlock(const IvfpqMetaPageData *meta)
 }
 
 /* ---------- ivfpq_cache.cpp ---------- */
-extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin);
+extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin, bool for_scan);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
 extern const float *IvfpqCoarseBound(IvfpqQuantizer *q);

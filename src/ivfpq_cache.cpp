@@ -189,8 +189,13 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 	const float *prepared = q->prepared;
 	int			lists = q->shape.lists;
 
-	if (q->shape.metric == IVFPQ_METRIC_IP || ivfpq_table_cache_mb <= 0)
+	if (ivfpq_table_cache_mb <= 0)
+		return;					/* tried again once the setting allows */
+	if (q->shape.metric == IVFPQ_METRIC_IP)
+	{
+		q->term_tables_tried = true;	/* inner product has no term tables */
 		return;
+	}
 	per_list = ivfpq::core::TermTableBytes(view);
 	if ((double) per_list * lists > (double) ivfpq_table_cache_mb * 1024 * 1024)
 	{
@@ -213,10 +218,11 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 /*
  * Build the quantizer of an index from its pages, in a new context under the
  * caller's memory context: an error frees it with the query.  The caller
- * moves it under the cache once it is complete.
+ * moves it under the cache once it is complete.  The term tables only with
+ * with_terms (for a scan).
  */
 static IvfpqQuantizer *
-IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
+IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_terms)
 {
 	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer",
 												  ALLOCSET_DEFAULT_SIZES);
@@ -248,7 +254,8 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
 		IvfpqCallCore("ivfpq quantizer cache", [&]() {
 			ivfpq::core::PrepareQuantizer(view, prepared);
 		});
-		IvfpqBuildTermTables(q, context);
+		if (with_terms)
+			IvfpqBuildTermTables(q, context);
 	}
 	MemoryContextSwitchTo(old_context);
 	return q;
@@ -258,11 +265,14 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
  * The quantizer of an index: from the cache if still current (same
  * relfilenode and build id as the metapage says), else read from its pages
  * and cached.  With pin = true the entry is protected from eviction until
- * IvfpqUnpinQuantizer or the end of the transaction.  The result is owned by
- * the cache: callers must not free it.
+ * IvfpqUnpinQuantizer or the end of the transaction.  With for_scan = true
+ * the entry also gets its term tables (when ivfpq.table_cache_mb allows), which
+ * only scans use: building them for 1000 lists took about a second, which an
+ * inserting session never needs to pay.  The result is owned by the cache:
+ * callers must not free it.
  */
 IvfpqQuantizer *
-IvfpqGetQuantizer(Relation index, bool pin)
+IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
 {
 	IvfpqMetaPageData meta;
 	Oid			index_oid = RelationGetRelid(index);
@@ -284,7 +294,7 @@ IvfpqGetQuantizer(Relation index, bool pin)
 
 	if (q == NULL)
 	{
-		q = IvfpqLoadQuantizer(index, &meta);
+		q = IvfpqLoadQuantizer(index, &meta, for_scan);
 		/* Complete: hand it to the cache. */
 		MemoryContextSetParent(q->context, quantizer_cache_context);
 		q->bytes = MemoryContextMemAllocated(q->context, true);
@@ -292,9 +302,12 @@ IvfpqGetQuantizer(Relation index, bool pin)
 		entry->q = q;
 		cache_bytes += q->bytes;
 	}
-	else if (q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0)
+	else if (for_scan && q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0)
 	{
-		/* Loaded while ivfpq.table_cache_mb was 0: add the terms now, leak-free. */
+		/*
+		 * Loaded by an insert (inserts never need the terms), or while
+		 * ivfpq.table_cache_mb was 0: add the terms now, leak-free.
+		 */
 		MemoryContext terms = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer terms",
 													ALLOCSET_DEFAULT_SIZES);
 

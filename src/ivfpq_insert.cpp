@@ -353,7 +353,7 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 										   ALLOCSET_SMALL_SIZES);
 	old_context = MemoryContextSwitchTo(insert_context);
 
-	q = IvfpqGetQuantizer(index, false);
+	q = IvfpqGetQuantizer(index, false, false);
 	v = DatumGetVector(values[0]);
 	expected_dim = q->shape.dim > 0 ? q->shape.dim : IvfpqSettleDimensions(index, v->dim);
 	if (v->dim != expected_dim)

@@ -413,7 +413,7 @@ IvfpqStartScan(IndexScanDesc scan)
 	if (scan->xs_snapshot == NULL || !IsMVCCSnapshot(scan->xs_snapshot))
 		elog(ERROR, "ivfpq index scans require an MVCC snapshot");
 
-	so->q = q = IvfpqGetQuantizer(index, true);
+	so->q = q = IvfpqGetQuantizer(index, true, true);
 	so->probes = ivfpq_probes;
 	so->rerank = IvfpqBatchRerank(RelationGetRelid(index));
 

@@ -3,6 +3,8 @@
 - A query cancelled while it loads an index's quantizer (reading pages,
   preparing codebooks, building the per-list distance terms) leaves nothing
   behind: the backend's "ivfpq quantizer" memory contexts do not grow.
+- An inserting session does not build the per-list distance terms; its
+  first scan adds them.
 - ivfpq.cache_mb bounds the cached quantizers of a backend: beyond it the
   least recently used ones are evicted, and results stay right.
 """
@@ -103,3 +105,19 @@ def test_cache_budget(conn):
         for p in range(6):
             conn.execute(f"DROP TABLE IF EXISTS budget_part_{p}")
         conn.execute("DROP TABLE budget_items")
+
+
+def test_inserts_do_not_build_term_tables(big_index):
+    """An inserting session loads centroids and codebooks only; the term tables
+    (4096 lists x 32 x 264 bytes here) come with the session's first scan."""
+    with psycopg.connect(autocommit=True) as conn:
+        conn.execute("SET ivfpq.table_cache_mb = 256")
+        conn.execute("INSERT INTO cache_items SELECT 0, ARRAY(SELECT 1.5 FROM generate_series(1, 64))::vector")
+        count, after_insert = conn.execute(ENTRY_MEMORY).fetchone()
+        assert count == 1
+        assert after_insert < 4 * 1024 * 1024, f"{after_insert} bytes cached after an insert"
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SELECT id FROM cache_items ORDER BY e <-> "
+                     "(SELECT ARRAY(SELECT 1.5 FROM generate_series(1, 64))::vector) LIMIT 5").fetchall()
+        count, after_scan = conn.execute(ENTRY_MEMORY).fetchone()
+        assert after_scan - after_insert > 4096 * 32 * 256, "the scan did not add the term tables"
