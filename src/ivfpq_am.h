@@ -277,6 +277,7 @@ extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
 extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
 extern const float *IvfpqCoarseBound(IvfpqQuantizer *q);
 extern BlockNumber IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int list);
+extern BlockNumber *IvfpqCacheListBlocks(IvfpqQuantizer *q);
 extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
 
 /* ---------- ivfpq_insert.cpp ---------- */

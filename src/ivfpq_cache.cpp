@@ -438,6 +438,22 @@ IvfpqAssignList(IvfpqQuantizer *q, const float *x)
 }
 
 /*
+ * A per-list array of block numbers, all Invalid, that lives (and is
+ * counted) with the cache entry: the first pages and side pages it keeps.
+ */
+BlockNumber *
+IvfpqCacheListBlocks(IvfpqQuantizer *q)
+{
+	int			lists = Max(q->shape.lists, 1);
+	BlockNumber *blocks = (BlockNumber *) MemoryContextAlloc(q->context, sizeof(BlockNumber) * lists);
+
+	for (int i = 0; i < lists; i++)
+		blocks[i] = InvalidBlockNumber;
+	IvfpqCacheRecount(q);
+	return blocks;
+}
+
+/*
  * The first page of a list, or Invalid while the list has none.  A list's
  * first page, once created (by the build, or by the first insert into an
  * empty list), is never unlinked or replaced for the life of the index's
@@ -456,14 +472,7 @@ IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int list)
 	if (entry.first_block != InvalidBlockNumber)
 	{
 		if (q->first_blocks == NULL)
-		{
-			int			lists = Max(q->shape.lists, 1);
-
-			q->first_blocks = (BlockNumber *) MemoryContextAlloc(q->context, sizeof(BlockNumber) * lists);
-			for (int i = 0; i < lists; i++)
-				q->first_blocks[i] = InvalidBlockNumber;
-			IvfpqCacheRecount(q);
-		}
+			q->first_blocks = IvfpqCacheListBlocks(q);
 		q->first_blocks[list] = entry.first_block;
 	}
 	return entry.first_block;

@@ -73,19 +73,15 @@ IvfpqSidePage(const IvfpqQuantizer *q, int list)
 	return q->side_pages != NULL ? q->side_pages[list] : InvalidBlockNumber;
 }
 
+/* The per-list side page and wait counters of this backend, allocated on first need. */
 static void
-IvfpqSetSidePage(IvfpqQuantizer *q, int list, BlockNumber block)
+IvfpqEnsureSideState(IvfpqQuantizer *q)
 {
 	if (q->side_pages == NULL)
 	{
-		int			lists = Max(q->shape.lists, 1);
-
-		q->side_pages = (BlockNumber *) MemoryContextAlloc(q->context, sizeof(BlockNumber) * lists);
-		q->side_waits = (uint8 *) MemoryContextAllocZero(q->context, lists);
-		for (int i = 0; i < lists; i++)
-			q->side_pages[i] = InvalidBlockNumber;
+		q->side_waits = (uint8 *) MemoryContextAllocZero(q->context, Max(q->shape.lists, 1));
+		q->side_pages = IvfpqCacheListBlocks(q);
 	}
-	q->side_pages[list] = block;
 }
 
 /* Put the entry on this backend's side page of the list if it still can: true if done. */
@@ -144,7 +140,8 @@ IvfpqAddSidePage(Relation index, IvfpqQuantizer *q, int list, BlockNumber first_
 	IvfpqPageGetOpaque(new_page)->next_block = IvfpqPageGetOpaque(first_page)->next_block;
 	IvfpqPageGetOpaque(first_page)->next_block = BufferGetBlockNumber(new_buffer);
 	GenericXLogFinish(state);
-	IvfpqSetSidePage(q, list, BufferGetBlockNumber(new_buffer));
+	IvfpqEnsureSideState(q);
+	q->side_pages[list] = BufferGetBlockNumber(new_buffer);
 	UnlockReleaseBuffer(new_buffer);
 	UnlockReleaseBuffer(first_buffer);
 	return true;
@@ -224,8 +221,7 @@ IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list, ItemPointer tid,
 			}
 			if (!waited)
 			{
-				if (q->side_waits == NULL)
-					IvfpqSetSidePage(q, list, InvalidBlockNumber);
+				IvfpqEnsureSideState(q);
 				if (q->side_waits[list] < PG_UINT8_MAX)
 					q->side_waits[list]++;
 			}
