@@ -9,6 +9,8 @@
   every cycle.
 - ivfpq_verify with heapallindexed finds heap rows that have no entry.
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,21 @@ def recall(conn, queries):
     return hits / (K * len(queries))
 
 
+def wait_for_no_other_snapshots(conn, seconds=30):
+    """Wait until no other session of this database (an autovacuum worker, say)
+    holds a snapshot or transaction id that could keep VACUUM's deleted pages
+    from being recyclable: the precondition of "no transaction can reach them"."""
+    deadline = time.monotonic() + seconds
+    while True:
+        others = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)").fetchone()[0]
+        if others == 0:
+            return
+        assert time.monotonic() < deadline, f"{others} other sessions kept a snapshot for {seconds} s"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def churn(conn):
     conn.execute("DROP TABLE IF EXISTS churn")
@@ -82,6 +99,7 @@ def test_half_deleted_list_keeps_half_its_pages(churn):
     # Once no transaction can hold a pointer to them, VACUUM hands the pages to the
     # free space map and inserts take them before extending the index.
     conn.execute("SELECT txid_current()")
+    wait_for_no_other_snapshots(conn)
     conn.execute("VACUUM churn")
     size = conn.execute("SELECT pg_relation_size('churn_idx')").fetchone()[0]
     conn.execute(random_rows_sql(ROWS + 1, ROWS // 2, 1))
