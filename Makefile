@@ -5,7 +5,7 @@
 # core is also built on its own by CMakeLists.txt for the unit tests.
 
 EXTENSION  = ivfpq
-EXTVERSION = 0.3
+EXTVERSION = 0.4
 
 MODULE_big = ivfpq
 
@@ -50,7 +50,7 @@ SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
 UPGRADE_SRCS  = $(sort $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql.in))
 UPGRADE_BUILT = $(patsubst sql/upgrade/%.sql.in,sql/%.sql,$(UPGRADE_SRCS))
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_BUILT)
-DATA       = sql/upgrade/$(EXTENSION)--0.1.sql sql/upgrade/$(EXTENSION)--0.2.sql
+DATA       = sql/upgrade/$(EXTENSION)--0.1.sql sql/upgrade/$(EXTENSION)--0.2.sql sql/upgrade/$(EXTENSION)--0.3.sql
 
 # pg_regress: every sql/<name>.sql except the generated install script.
 REGRESS      = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))

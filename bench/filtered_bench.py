@@ -75,6 +75,8 @@ from ivfpq_bench import K, fmt, log, mib
 
 TABLE = "items"
 IVFFLAT_TABLE = "items_ivfflat"
+MULTI_TABLE = "items_multi"
+MULTI_NAME = "ivfpq (embedding, category)"
 CATEGORIES = 1000
 # (name, WHERE clause, rows passing as a function of the category array)
 CASES = (("unfiltered", None, None),
@@ -106,6 +108,8 @@ def parse_args(argv=None):
     ap.add_argument("--m", type=int, help="ivfpq m (default: the index's own)")
     ap.add_argument("--probes", type=int, help="SET ivfpq.probes (default: not set, the server's default)")
     ap.add_argument("--rerank", type=int, help="SET ivfpq.rerank (default: not set, the server's default)")
+    ap.add_argument("--no-multicolumn", dest="multicolumn", action="store_false",
+                    help="skip the multicolumn ivfpq index (embedding, category) on a copy of the table")
     ap.add_argument("--category-index", action="store_true",
                     help="also CREATE INDEX ON items (category) (a btree; on every table, both sides)")
     ap.add_argument("--pgvector", metavar="PATH",
@@ -226,10 +230,12 @@ def load_items(conn, vectors, categories, table=TABLE, prefix="pg"):
 
 
 def copy_table(conn, source, table):
-    """A copy of `source` (same columns, primary key, rows in the same order), VACUUM ANALYZE."""
+    """A copy of `source` (same columns, primary key but no other index, rows in the same order),
+    VACUUM ANALYZE."""
     t0 = time.perf_counter()
     conn.execute(f"DROP TABLE IF EXISTS {table}")
-    conn.execute(f"CREATE TABLE {table} (LIKE {source} INCLUDING ALL)")
+    conn.execute(f"CREATE TABLE {table} (LIKE {source} INCLUDING ALL EXCLUDING INDEXES)")
+    conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
     conn.execute(f"INSERT INTO {table} SELECT * FROM {source} ORDER BY id")
     conn.execute(f"VACUUM (ANALYZE) {table}")
     return time.perf_counter() - t0
@@ -252,7 +258,7 @@ def build_index(conn, table, am, column, with_clause="", prefix="pg"):
     conn.execute("CHECKPOINT")
     log(f"{prefix}: {sql}")
     secs, notices = ivfpq_bench.timed_with_notices(conn, sql, prefix, table)
-    name = index_named(conn, table, am, column.split()[0])
+    name = index_named(conn, table, am, column.split(",")[0].split()[0])
     size = conn.execute("SELECT pg_relation_size(%s::regclass)", (name,)).fetchone()[0]
     log(f"{prefix}: CREATE INDEX {name} {secs:.1f} s, {mib(size)}")
     return {"index": name, "am": am, "sql": sql, "build_s": secs, "index_bytes": size, "notices": notices}
@@ -501,11 +507,17 @@ def markdown(result):
         lines += ["", "ivfpq_index_stats: " + ", ".join(f"{k} = {v}" for k, v in t["stats"].items())]
     lines += ["", "Settings: " + (", ".join(f"{n} = {v}" for n, v in result["targets"]["ivfpq"]) or
                                  "none SET (ivfpq.probes, ivfpq.rerank: the server's defaults, listed above)"), ""]
-    lines += side_table([r for r in result["summary"] if r["side"] == "ivfpq"], False)
+    m = result["tables"].get(MULTI_NAME)
+    if m:
+        lines += [f"Table `{MULTI_TABLE}` (a copy of `{TABLE}`): {mib(m['table_bytes'])}, copy {m['load_s']:.1f} s. "
+                  "Indexes:", ""]
+        lines += [f"- `{b['sql']}`: {b['build_s']:.1f} s, {mib(b['index_bytes'])} ({b['index']})" for b in m["indexes"]]
+        lines += ["", "ivfpq_index_stats: " + ", ".join(f"{k} = {v}" for k, v in m["stats"].items()), ""]
+    lines += side_table([r for r in result["summary"] if r["side"] == "ivfpq"], bool(m))
     if pv:
         lines += ["## pgvector", ""]
         for name, t in result["tables"].items():
-            if name == "ivfpq":
+            if name in ("ivfpq", MULTI_NAME):
                 continue
             load = "load" + (f" (as a copy of `{TABLE}`)" if name == IVFFLAT_TABLE else "")
             lines += [f"- table `{name}`: {mib(t['table_bytes'])}, {load} {t['load_s']:.1f} s; indexes: "
@@ -549,6 +561,19 @@ def setup_ivfpq(conn, args, vectors, categories):
     if args.category_index:
         indexes.append(build_index(conn, TABLE, "btree", "category"))
     table_bytes = finish_table(conn, TABLE, indexes)
+    stats = ivfpq_bench.index_stats(conn, indexes[0]["index"])
+    return {"load_s": load_s, "table_bytes": table_bytes, "indexes": indexes, "stats": stats}
+
+
+def setup_ivfpq_multicolumn(conn, args):
+    """items_multi, a copy of items, with the multicolumn index (embedding, category): the scan
+    checks the category condition on the index entries before re-ranking."""
+    load_s = copy_table(conn, TABLE, MULTI_TABLE)
+    options = ivfpq_bench.index_options(args.lists, args.m)
+    indexes = [build_index(conn, MULTI_TABLE, "ivfpq", "embedding, category", options)]
+    if args.category_index:
+        indexes.append(build_index(conn, MULTI_TABLE, "btree", "category"))
+    table_bytes = finish_table(conn, MULTI_TABLE, indexes)
     stats = ivfpq_bench.index_stats(conn, indexes[0]["index"])
     return {"load_s": load_s, "table_bytes": table_bytes, "indexes": indexes, "stats": stats}
 
@@ -602,6 +627,10 @@ def main(argv=None):
             ([("ivfpq.rerank", args.rerank)] if args.rerank is not None else [])
         targets = [Target("ivfpq", "ivfpq", conn, TABLE, result["tables"]["ivfpq"]["indexes"][0]["index"],
                           ivfpq_settings)]
+        if args.multicolumn:
+            result["tables"][MULTI_NAME] = setup_ivfpq_multicolumn(conn, args)
+            targets.append(Target("ivfpq", MULTI_NAME, conn, MULTI_TABLE,
+                                  result["tables"][MULTI_NAME]["indexes"][0]["index"], ivfpq_settings))
 
         if args.pgvector:
             checkout = pgvector_checkout(args.pgvector)

@@ -196,7 +196,9 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	IvfpqMetaPageData meta;
 	double		ratio;
 	double		tuples = path->indexinfo->tuples;
-	double		first_batch = Min((double) ivfpq_rerank, tuples);
+	double		first_batch;
+	Selectivity filter_selectivity = 1.0;
+	List	   *filter_quals;
 	double		heap_random_page_cost;
 	double		distance_cost;
 	double		fetch_cost;
@@ -215,12 +217,24 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	IvfpqReadMeta(index, &meta);
 	index_close(index, NoLock);
 
-	ratio = meta.shape.lists > 0 ? (double) ivfpq_probes / meta.shape.lists : 1.0;
+	/*
+	 * Conditions on filter columns: the scan returns only the rows that
+	 * pass, and probes lists until it has a batch of them, so the more
+	 * selective they are the more of the index it reads.
+	 */
+	filter_quals = get_quals_from_indexclauses(path->indexclauses);
+	if (filter_quals != NIL)
+		filter_selectivity = Max(clauselist_selectivity(root, filter_quals, path->indexinfo->rel->relid,
+														JOIN_INNER, NULL), 1e-9);
+	tuples *= filter_selectivity;
+	first_batch = Min((double) ivfpq_rerank, tuples);
+
+	ratio = meta.shape.lists > 0 ? (double) ivfpq_probes / meta.shape.lists / filter_selectivity : 1.0;
 	if (ratio > 1.0 || !meta.trained)
 		ratio = 1.0;
 
 	MemSet(&costs, 0, sizeof(costs));
-	costs.numIndexTuples = tuples * ratio;
+	costs.numIndexTuples = path->indexinfo->tuples * ratio;
 	genericcostestimate(root, path, loop_count, &costs);
 
 	distance_cost = cpu_operator_cost * Max(1, meta.shape.dim / IVFPQ_DIMS_PER_OPERATOR);
@@ -232,6 +246,64 @@ ivfpqcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = costs.numIndexPages;
+}
+
+/*
+ * A filter column's opclass: search operators with the btree strategy
+ * numbers (1 <, 2 <=, 3 =, 4 >=, 5 >) returning boolean, the left side of
+ * the opclass's type, no support functions.
+ */
+static bool
+IvfpqValidateFilterOpclass(Oid opfamilyoid, Oid opcintype, const char *opclassname)
+{
+	bool		result = true;
+	CatCList   *proclist = SearchSysCacheList1(AMPROCNUM, ObjectIdGetDatum(opfamilyoid));
+	CatCList   *oprlist;
+	bool		has_equal = false;
+
+	for (int i = 0; i < proclist->n_members; i++)
+	{
+		Form_pg_amproc proc = (Form_pg_amproc) GETSTRUCT(&proclist->members[i]->tuple);
+
+		if (proc->amproclefttype != opcintype)
+			continue;
+		ereport(INFO,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("ivfpq filter operator class \"%s\" contains function %s: filter columns have no support functions",
+						opclassname, format_procedure(proc->amproc))));
+		result = false;
+	}
+	ReleaseSysCacheList(proclist);
+
+	oprlist = SearchSysCacheList1(AMOPSTRATEGY, ObjectIdGetDatum(opfamilyoid));
+	for (int i = 0; i < oprlist->n_members; i++)
+	{
+		Form_pg_amop op = (Form_pg_amop) GETSTRUCT(&oprlist->members[i]->tuple);
+
+		if (op->amoplefttype != opcintype)
+			continue;
+		if (op->amopstrategy < 1 || op->amopstrategy > 5 || op->amoppurpose != AMOP_SEARCH ||
+			!IvfpqFilterTypeSupported(op->amoprighttype) ||
+			!check_amop_signature(op->amopopr, BOOLOID, opcintype, op->amoprighttype))
+		{
+			ereport(INFO,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("ivfpq filter operator class \"%s\" contains invalid operator %s: only search strategies 1 to 5 returning boolean",
+							opclassname, format_operator(op->amopopr))));
+			result = false;
+		}
+		else if (op->amopstrategy == 3 && op->amoprighttype == opcintype)
+			has_equal = true;
+	}
+	ReleaseSysCacheList(oprlist);
+	if (!has_equal)
+	{
+		ereport(INFO,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("ivfpq filter operator class \"%s\" is missing its = operator (strategy 3)", opclassname)));
+		result = false;
+	}
+	return result;
 }
 
 /*
@@ -264,6 +336,13 @@ ivfpqvalidate(Oid opclassoid)
 	opfamilyoid = classform->opcfamily;
 	opcintype = classform->opcintype;
 	opclassname = NameStr(classform->opcname);
+
+	if (IvfpqFilterTypeSupported(opcintype))
+	{
+		result = IvfpqValidateFilterOpclass(opfamilyoid, opcintype, opclassname);
+		ReleaseSysCache(classtup);
+		return result;
+	}
 
 	proclist = SearchSysCacheList1(AMPROCNUM, ObjectIdGetDatum(opfamilyoid));
 	for (int i = 0; i < proclist->n_members; i++)
@@ -370,10 +449,10 @@ ivfpqhandler(PG_FUNCTION_ARGS)
 	amroutine->amcanorderbyop = true;
 	amroutine->amcanbackward = false;
 	amroutine->amcanunique = false;
-	amroutine->amcanmulticol = false;
+	amroutine->amcanmulticol = true;	/* the vector, then filter columns */
 	amroutine->amoptionalkey = true;
-	amroutine->amsearcharray = false;
-	amroutine->amsearchnulls = false;
+	amroutine->amsearcharray = false;	/* PG 15 would not use it with ORDER BY (ivfpq_filter.cpp) */
+	amroutine->amsearchnulls = true;	/* IS [NOT] NULL on filter columns */
 	amroutine->amstorage = false;
 	amroutine->amclusterable = false;
 	amroutine->ampredlocks = false;

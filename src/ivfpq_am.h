@@ -18,8 +18,10 @@
  * A list page holds up to meta->list_page_capacity entries (a multiple of
  * kCodeBlock): an array of heap TIDs, then the PQ codes in the core's blocked
  * layout (blocks of 8 entries, sub-quantizer major), so the scan kernel reads
- * codes straight from the buffer.  pd_lower covers the whole layout, so
- * GenericXLog sees a standard page without a hole.
+ * codes straight from the buffer; then, for an index with filter columns
+ * (CREATE INDEX ... (embedding, category)), per filter column an int64 key
+ * per entry and a null bitmap (ivfpq_filter.cpp).  pd_lower covers the whole
+ * layout, so GenericXLog sees a standard page without a hole.
  *
  * Every page carries IvfpqPageOpaqueData in its special space, with a page id
  * so tools can recognise our pages.
@@ -149,6 +151,8 @@ typedef struct IvfpqMetaPageData
 	/* added after format 1 shipped: older metapages read 0 here */
 	uint32		inherited;		/* 1: centroids/codebooks copied from another index */
 	TimestampTz built_at;		/* when the build finished (0: unknown) */
+	uint32		filter_columns;	/* index columns after the vector (version 0.4;
+								 * older metapages read 0: none) */
 } IvfpqMetaPageData;
 
 typedef IvfpqMetaPageData *IvfpqMetaPage;
@@ -180,6 +184,28 @@ typedef struct IvfpqDeletedPageData
 #define IVFPQ_FLOATS_PER_PAGE		(IVFPQ_PAGE_CONTENT_BYTES / sizeof(float))
 #define IVFPQ_DIR_ENTRIES_PER_PAGE	(IVFPQ_PAGE_CONTENT_BYTES / sizeof(IvfpqDirEntryData))
 
+/*
+ * The shape of a list page's entry arrays: entries per page, code bytes, and
+ * filter columns.  An entry's "payload" (build sort, VACUUM, inserts) is its
+ * code followed by IVFPQ_FILTER_VALUE_BYTES per filter column.
+ */
+typedef struct IvfpqListLayout
+{
+	int			capacity;
+	int			m;
+	int			filter_columns;
+} IvfpqListLayout;
+
+/* A filter column's value in an entry payload: an int64 key, then 1 if NULL. */
+#define IVFPQ_FILTER_VALUE_BYTES	(sizeof(int64) + 1)
+#define IVFPQ_MAX_FILTER_COLUMNS	(INDEX_MAX_KEYS - 1)
+
+static inline Size
+IvfpqEntryPayloadBytes(const IvfpqListLayout *layout)
+{
+	return (Size) layout->m + (Size) layout->filter_columns * IVFPQ_FILTER_VALUE_BYTES;
+}
+
 /* reloptions */
 typedef struct IvfpqOptions
 {
@@ -203,6 +229,7 @@ typedef struct IvfpqQuantizer
 	IvfpqShapeData shape;
 	bool		trained;
 	int			list_page_capacity;
+	int			filter_columns;	/* index columns after the vector */
 	BlockNumber directory_start;
 	float	   *centroids;		/* lists x dim */
 	float	   *codebooks;		/* m x ksub x dsub */
@@ -244,7 +271,16 @@ extern void IvfpqInitPage(Page page, uint16 page_type);
 extern Buffer IvfpqNewBuffer(Relation index, ForkNumber fork);
 extern void IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta);
 extern Size IvfpqListCodeOffset(int capacity);
-extern int	IvfpqListPageCapacity(int m);
+extern int	IvfpqListPageCapacity(int m, int filter_columns);
+extern IvfpqListLayout IvfpqMetaLayout(const IvfpqMetaPageData *meta);
+extern Size IvfpqListLayoutBytes(const IvfpqListLayout *layout);
+extern int64 *IvfpqListFilterKeys(Page page, const IvfpqListLayout *layout, int column);
+extern uint8 *IvfpqListFilterNulls(Page page, const IvfpqListLayout *layout, int column);
+extern void IvfpqStoreEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer tid,
+							const uint8 *payload);
+extern void IvfpqLoadEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer tid,
+						   uint8 *payload);
+extern void IvfpqClearEntry(Page page, const IvfpqListLayout *layout, int slot);
 extern Buffer IvfpqNewListBuffer(Relation index);
 extern Buffer IvfpqChainNext(Relation index, Buffer buffer, int lock_mode, BufferAccessStrategy strategy);
 extern bool IvfpqPageIsRecyclable(Page page);
@@ -252,7 +288,7 @@ extern void IvfpqRefreshHorizons(void);
 extern void IvfpqInitDeletedPage(Page page, BlockNumber next_block);
 extern ItemPointer IvfpqListTids(Page page);
 extern uint8 *IvfpqListCodes(Page page, int capacity);
-extern void IvfpqInitListPage(Page page, int capacity, int m, int list);
+extern void IvfpqInitListPage(Page page, const IvfpqListLayout *layout, int list);
 extern void IvfpqWriteFloatPages(Relation index, ForkNumber fork, const float *values,
 								 Size count, BlockNumber *first_block);
 extern void IvfpqReadQuantizerArrays(Relation index, const IvfpqMetaPageData *meta,
@@ -271,6 +307,18 @@ IvfpqFirstListBlock(const IvfpqMetaPageData *meta)
 		(BlockNumber) ((Max(meta->shape.lists, 1) + IVFPQ_DIR_ENTRIES_PER_PAGE - 1) / IVFPQ_DIR_ENTRIES_PER_PAGE);
 }
 
+/* ---------- ivfpq_filter.cpp ---------- */
+typedef struct IvfpqFilter IvfpqFilter;
+extern int	IvfpqIndexFilterColumns(Relation index);
+extern bool IvfpqFilterTypeSupported(Oid type);
+extern void IvfpqCheckFilterColumns(Relation index);
+extern void IvfpqEncodeFilterValues(Relation index, const Datum *values, const bool *isnull,
+									uint8 *out);
+extern IvfpqFilter *IvfpqCompileFilter(Relation index, ScanKey keys, int nkeys);
+extern bool IvfpqFilterImpossible(const IvfpqFilter *filter);
+extern int	IvfpqFilterPage(const IvfpqFilter *filter, Page page, const IvfpqListLayout *layout,
+							int n, bool *pass);
+
 /* ---------- ivfpq_cache.cpp ---------- */
 extern IvfpqQuantizer *IvfpqGetQuantizer(Relation index, bool pin, bool for_scan);
 extern void IvfpqUnpinQuantizer(IvfpqQuantizer *q);
@@ -278,11 +326,12 @@ extern int32 IvfpqAssignList(IvfpqQuantizer *q, const float *x);
 extern const float *IvfpqCoarseBound(IvfpqQuantizer *q);
 extern BlockNumber IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int list);
 extern BlockNumber *IvfpqCacheListBlocks(IvfpqQuantizer *q);
+extern IvfpqListLayout IvfpqQuantizerLayout(const IvfpqQuantizer *q);
 extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
 
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list,
-							 ItemPointer tid, const uint8 *code);
+							 ItemPointer tid, const uint8 *payload);
 
 /* ---------- ivfpq_stats.cpp ---------- */
 extern void IvfpqCheckReadable(Relation index, const char *function);

@@ -97,6 +97,7 @@ typedef struct IvfpqBuildState
 	bool		trained;
 	bool		inherited;		/* centroids/codebooks copied from another index */
 	int			list_page_capacity;
+	int			filter_columns;	/* index columns after the vector */
 
 	/* sampling (reservoir over the rows of the sampled blocks) */
 	float	   *sample;
@@ -115,6 +116,7 @@ typedef struct IvfpqBuildState
 	ItemPointerData *batch_tids;
 	int32	   *batch_lists;
 	uint8	   *batch_codes;
+	uint8	   *batch_filters;	/* per row: the filter columns' payload bytes */
 	int			batch_count;
 	Tuplesortstate *sort;
 	TupleDesc	sort_desc;
@@ -388,13 +390,17 @@ IvfpqFlushBatch(IvfpqBuildState *state)
 	for (int i = 0; i < n; i++)
 	{
 		TupleTableSlot *slot = state->sort_slot;
-		Size		payload_bytes = sizeof(ItemPointerData) + code_bytes;
+		Size		filter_bytes = (Size) state->filter_columns * IVFPQ_FILTER_VALUE_BYTES;
+		Size		payload_bytes = sizeof(ItemPointerData) + code_bytes + filter_bytes;
 		bytea	   *payload = (bytea *) palloc(VARHDRSZ + payload_bytes);
 
 		SET_VARSIZE(payload, VARHDRSZ + payload_bytes);
 		memcpy(VARDATA(payload), &state->batch_tids[i], sizeof(ItemPointerData));
 		memcpy(VARDATA(payload) + sizeof(ItemPointerData),
 			   state->batch_codes + (Size) i * code_bytes, code_bytes);
+		if (filter_bytes > 0)
+			memcpy(VARDATA(payload) + sizeof(ItemPointerData) + code_bytes,
+				   state->batch_filters + (Size) i * filter_bytes, filter_bytes);
 
 		ExecClearTuple(slot);
 		slot->tts_values[0] = Int32GetDatum(state->batch_lists[i]);
@@ -420,6 +426,10 @@ IvfpqAllocateBatch(IvfpqBuildState *state)
 	state->batch_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * IVFPQ_ENCODE_BATCH);
 	state->batch_lists = (int32 *) palloc(sizeof(int32) * IVFPQ_ENCODE_BATCH);
 	state->batch_codes = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * Max(state->shape.m, 1));
+	state->filter_columns = IvfpqIndexFilterColumns(state->index);
+	if (state->filter_columns > 0)
+		state->batch_filters = (uint8 *) palloc((Size) IVFPQ_ENCODE_BATCH * state->filter_columns *
+												IVFPQ_FILTER_VALUE_BYTES);
 }
 
 /* Heap scan callback of the encoding pass: buffer one row. */
@@ -449,6 +459,10 @@ IvfpqBuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		state->skipped_zero_rows++;
 		return;
 	}
+	if (state->filter_columns > 0)
+		IvfpqEncodeFilterValues(index, values, isnull,
+								state->batch_filters +
+								(Size) state->batch_count * state->filter_columns * IVFPQ_FILTER_VALUE_BYTES);
 	state->batch_tids[state->batch_count++] = *tid;
 	if (state->batch_count == IVFPQ_ENCODE_BATCH)
 		IvfpqFlushBatch(state);
@@ -508,8 +522,7 @@ static void
 IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 {
 	Relation	index = state->index;
-	int			capacity = state->list_page_capacity;
-	int			m = state->shape.m;
+	IvfpqListLayout layout;
 	IvfpqDirEntryData *entries;
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(state->sort_desc, &TTSOpsMinimalTuple);
 	Buffer		buffer = InvalidBuffer;
@@ -517,6 +530,9 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 	int			current_list = -1;
 	double		written = 0;
 
+	layout.capacity = state->list_page_capacity;
+	layout.m = state->shape.m;
+	layout.filter_columns = IvfpqIndexFilterColumns(index);
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_WRITE);
 	entries = (IvfpqDirEntryData *) palloc(sizeof(IvfpqDirEntryData) * state->shape.lists);
 	for (int i = 0; i < state->shape.lists; i++)
@@ -533,7 +549,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 		char	   *data = VARDATA_ANY(payload);
 		IvfpqPageOpaque opaque;
 
-		if (list != current_list || IvfpqPageGetOpaque(page)->entry_count >= capacity)
+		if (list != current_list || IvfpqPageGetOpaque(page)->entry_count >= layout.capacity)
 		{
 			Buffer		next = IvfpqNewBuffer(index, MAIN_FORKNUM);
 			BlockNumber next_block = BufferGetBlockNumber(next);
@@ -547,16 +563,20 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 			}
 			buffer = next;
 			page = BufferGetPage(buffer);
-			IvfpqInitListPage(page, capacity, m, list);
+			IvfpqInitListPage(page, &layout, list);
 			if (list != current_list)
 				entries[list].first_block = next_block;
 			entries[list].tail_block = next_block;
 			current_list = list;
 		}
 		opaque = IvfpqPageGetOpaque(page);
-		memcpy(&IvfpqListTids(page)[opaque->entry_count], data, sizeof(ItemPointerData));
-		ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, capacity), opaque->entry_count,
-									  (size_t) m, (const uint8 *) data + sizeof(ItemPointerData));
+		{
+			ItemPointerData tid;
+
+			memcpy(&tid, data, sizeof(ItemPointerData));
+			IvfpqStoreEntry(page, &layout, opaque->entry_count, &tid,
+							(const uint8 *) data + sizeof(ItemPointerData));
+		}
 		opaque->entry_count++;
 		written++;
 		if ((int64) written % IVFPQ_WRITE_CHECK_INTERVAL == 0)
@@ -645,7 +665,8 @@ IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
 	meta->centroid_start = layout->centroid_start;
 	meta->codebook_start = layout->codebook_start;
 	meta->directory_start = layout->directory_start;
-	meta->list_page_capacity = (uint32) IvfpqListPageCapacity(shape->m);
+	meta->filter_columns = (uint32) IvfpqIndexFilterColumns(index);
+	meta->list_page_capacity = (uint32) IvfpqListPageCapacity(shape->m, (int) meta->filter_columns);
 	meta->training_rows = training_rows;
 	meta->build_rows = build_rows;
 	meta->build_id = IvfpqNewBuildId();
@@ -928,10 +949,14 @@ IvfpqEndParallel(IvfpqLeader *leader)
 	ExitParallelMode();
 }
 
-/* The index must be on one plain column and still empty. */
+/*
+ * The index must be on a plain vector column, then optionally scalar filter
+ * columns (ivfpq_filter.cpp), and still empty.
+ */
 static void
 IvfpqCheckBuildable(Relation index, IndexInfo *index_info)
 {
+	IvfpqCheckFilterColumns(index);
 	if (index_info->ii_IndexAttrNumbers[0] == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -1049,7 +1074,7 @@ IvfpqSampleAndTrain(IvfpqBuildState *state, const IvfpqOptions *options)
 		IvfpqResolveOptions(state, options, estimated_rows);	/* validates m even when untrained */
 	if (!state->trained)
 		state->shape = IvfpqUntrainedShape(state->shape.dim, state->shape.metric);
-	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m);
+	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m, IvfpqIndexFilterColumns(state->index));
 	if (state->trained)
 		IvfpqTrainChecked(state);
 }
@@ -1118,7 +1143,7 @@ IvfpqInheritQuantizer(IvfpqBuildState *state, const IvfpqOptions *options, const
 	state->trained = true;
 	state->inherited = true;
 	state->sample_count = (int64) meta.training_rows;
-	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m);
+	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m, IvfpqIndexFilterColumns(state->index));
 	state->centroids = (float *) palloc_extended(sizeof(float) * IvfpqCentroidFloats(&meta.shape),
 												 MCXT_ALLOC_HUGE);
 	state->codebooks = (float *) palloc_extended(sizeof(float) * IvfpqCodebookFloats(&meta.shape),

@@ -239,6 +239,7 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_term
 	q->shape = meta->shape;
 	q->trained = meta->trained != 0;
 	q->list_page_capacity = (int) meta->list_page_capacity;
+	q->filter_columns = (int) meta->filter_columns;
 	q->directory_start = meta->directory_start;
 	q->centroids = (float *) palloc_extended(sizeof(float) * Max(centroid_count, 1), MCXT_ALLOC_HUGE);
 	q->codebooks = (float *) palloc_extended(sizeof(float) * Max(codebook_count, 1), MCXT_ALLOC_HUGE);
@@ -484,4 +485,16 @@ IvfpqUnpinQuantizer(IvfpqQuantizer *q)
 {
 	if (q->pin_count > 0)
 		q->pin_count--;
+}
+
+/* The list page layout of the index a cached quantizer describes. */
+IvfpqListLayout
+IvfpqQuantizerLayout(const IvfpqQuantizer *q)
+{
+	IvfpqListLayout layout;
+
+	layout.capacity = q->list_page_capacity;
+	layout.m = Max(q->shape.m, 1);
+	layout.filter_columns = q->filter_columns;
+	return layout;
 }

@@ -33,20 +33,20 @@ extern "C"
  */
 #define IVFPQ_SIDE_PAGE_AFTER 3
 
-/* Write (tid, code) into the next slot of a locked list page with room, WAL-logged. */
+/*
+ * Write (tid, payload: code and filter values) into the next slot of a locked
+ * list page with room, WAL-logged.
+ */
 static void
 IvfpqAppendToPage(Relation index, const IvfpqQuantizer *q, Buffer buffer, ItemPointer tid,
 				  const uint8 *code)
 {
-	int			capacity = q->list_page_capacity;
+	IvfpqListLayout layout = IvfpqQuantizerLayout(q);
 	GenericXLogState *state = GenericXLogStart(index);
 	Page		page = GenericXLogRegisterBuffer(state, buffer, 0);
 	IvfpqPageOpaque opaque = IvfpqPageGetOpaque(page);
-	int			slot = opaque->entry_count;
 
-	IvfpqListTids(page)[slot] = *tid;
-	ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, capacity), (size_t) slot,
-								  (size_t) q->shape.m, code);
+	IvfpqStoreEntry(page, &layout, opaque->entry_count, tid, code);
 	opaque->entry_count++;
 	opaque->inserted++;
 	GenericXLogFinish(state);
@@ -57,11 +57,10 @@ static void
 IvfpqInitNewListPage(Page page, const IvfpqQuantizer *q, int list, ItemPointer tid,
 					 const uint8 *code)
 {
-	int			capacity = q->list_page_capacity;
+	IvfpqListLayout layout = IvfpqQuantizerLayout(q);
 
-	IvfpqInitListPage(page, capacity, q->shape.m, list);
-	IvfpqListTids(page)[0] = *tid;
-	ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, capacity), 0, (size_t) q->shape.m, code);
+	IvfpqInitListPage(page, &layout, list);
+	IvfpqStoreEntry(page, &layout, 0, tid, code);
 	IvfpqPageGetOpaque(page)->entry_count = 1;
 	IvfpqPageGetOpaque(page)->inserted = 1;
 }
@@ -148,7 +147,8 @@ IvfpqAddSidePage(Relation index, IvfpqQuantizer *q, int list, BlockNumber first_
 }
 
 /*
- * Append (tid, code) to a list: onto this backend's side page of the list
+ * Append (tid, code) to a list (code: the entry payload, the PQ code then
+ * the filter values): onto this backend's side page of the list
  * if it has one with room, else into the list's tail page if it has room,
  * else onto a new page linked after the tail.  Concurrent inserters are
  * safe: the tail page's next_block is the truth, the directory's tail_block
@@ -378,7 +378,14 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 		}
 	}
 
-	code = (uint8 *) palloc0(Max(q->shape.m, 1));
+	{
+		IvfpqListLayout layout = IvfpqQuantizerLayout(q);
+
+		/* The entry payload: the code, then the filter columns' values. */
+		code = (uint8 *) palloc0(IvfpqEntryPayloadBytes(&layout));
+		if (layout.filter_columns > 0)
+			IvfpqEncodeFilterValues(index, values, isnull, code + layout.m);
+	}
 	if (q->trained)
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);

@@ -214,18 +214,60 @@ IvfpqListCodeOffset(int capacity)
 	return MAXALIGN(sizeof(ItemPointerData) * (Size) capacity);
 }
 
-/* Entries per list page for m-byte codes: a multiple of the code block size. */
+/* Bytes of one filter column's arrays on a page: a key per entry and a null bitmap. */
+static Size
+IvfpqFilterColumnBytes(int capacity)
+{
+	return sizeof(int64) * (Size) capacity + (Size) capacity / 8;
+}
+
+/* Offset of the filter arrays: after the codes, aligned for the int64 keys. */
+static Size
+IvfpqListFilterOffset(const IvfpqListLayout *layout)
+{
+	return MAXALIGN(IvfpqListCodeOffset(layout->capacity) + (Size) layout->capacity * layout->m);
+}
+
+/* Bytes of a list page's entry arrays (pd_lower is the header plus this). */
+Size
+IvfpqListLayoutBytes(const IvfpqListLayout *layout)
+{
+	if (layout->filter_columns == 0)
+		return IvfpqListCodeOffset(layout->capacity) + (Size) layout->capacity * layout->m;
+	return IvfpqListFilterOffset(layout) + (Size) layout->filter_columns * IvfpqFilterColumnBytes(layout->capacity);
+}
+
+/*
+ * Entries per list page for m-byte codes and that many filter columns: a
+ * multiple of the code block size (so also of 8, which the null bitmaps
+ * rely on).
+ */
 int
-IvfpqListPageCapacity(int m)
+IvfpqListPageCapacity(int m, int filter_columns)
 {
 	int			block = (int) ivfpq::core::kCodeBlock;
-	int			capacity = (int) (IVFPQ_PAGE_CONTENT_BYTES / (sizeof(ItemPointerData) + m));
+	double		entry_bytes = sizeof(ItemPointerData) + m + filter_columns * (sizeof(int64) + 0.125);
+	IvfpqListLayout layout;
 
-	capacity -= capacity % block;
-	while (capacity > 0 &&
-		   IvfpqListCodeOffset(capacity) + (Size) capacity * m > IVFPQ_PAGE_CONTENT_BYTES)
-		capacity -= block;
-	return capacity;
+	layout.m = m;
+	layout.filter_columns = filter_columns;
+	layout.capacity = (int) (IVFPQ_PAGE_CONTENT_BYTES / entry_bytes);
+	layout.capacity -= layout.capacity % block;
+	while (layout.capacity > 0 && IvfpqListLayoutBytes(&layout) > IVFPQ_PAGE_CONTENT_BYTES)
+		layout.capacity -= block;
+	return layout.capacity;
+}
+
+/* The list page layout of an index, from its metapage. */
+IvfpqListLayout
+IvfpqMetaLayout(const IvfpqMetaPageData *meta)
+{
+	IvfpqListLayout layout;
+
+	layout.capacity = (int) meta->list_page_capacity;
+	layout.m = Max((int) meta->shape.m, 1);
+	layout.filter_columns = (int) meta->filter_columns;
+	return layout;
 }
 
 ItemPointer
@@ -240,14 +282,78 @@ IvfpqListCodes(Page page, int capacity)
 	return (uint8 *) PageGetContents(page) + IvfpqListCodeOffset(capacity);
 }
 
+/* The keys of filter column 'column' (0 = the index's second column). */
+int64 *
+IvfpqListFilterKeys(Page page, const IvfpqListLayout *layout, int column)
+{
+	return (int64 *) ((char *) PageGetContents(page) + IvfpqListFilterOffset(layout) +
+					  (Size) column * IvfpqFilterColumnBytes(layout->capacity));
+}
+
+/* The null bitmap of filter column 'column': bit (slot % 8) of byte slot / 8. */
+uint8 *
+IvfpqListFilterNulls(Page page, const IvfpqListLayout *layout, int column)
+{
+	return (uint8 *) (IvfpqListFilterKeys(page, layout, column) + layout->capacity);
+}
+
+/* Write an entry (heap TID, then code and filter values from payload) into a slot. */
+void
+IvfpqStoreEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer tid, const uint8 *payload)
+{
+	IvfpqListTids(page)[slot] = *tid;
+	ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, layout->capacity), (size_t) slot,
+								  (size_t) layout->m, payload);
+	payload += layout->m;
+	for (int c = 0; c < layout->filter_columns; c++)
+	{
+		uint8	   *nulls = IvfpqListFilterNulls(page, layout, c);
+		uint8		bit = (uint8) (1 << (slot % 8));
+
+		memcpy(&IvfpqListFilterKeys(page, layout, c)[slot], payload, sizeof(int64));
+		if (payload[sizeof(int64)])
+			nulls[slot / 8] |= bit;
+		else
+			nulls[slot / 8] &= (uint8) ~bit;
+		payload += IVFPQ_FILTER_VALUE_BYTES;
+	}
+}
+
+/* Read a slot's entry: its heap TID and its payload (code, filter values). */
+void
+IvfpqLoadEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer tid, uint8 *payload)
+{
+	*tid = IvfpqListTids(page)[slot];
+	ivfpq::core::LoadBlockedCode(IvfpqListCodes(page, layout->capacity), (size_t) slot,
+								 (size_t) layout->m, payload);
+	payload += layout->m;
+	for (int c = 0; c < layout->filter_columns; c++)
+	{
+		memcpy(payload, &IvfpqListFilterKeys(page, layout, c)[slot], sizeof(int64));
+		payload[sizeof(int64)] = (IvfpqListFilterNulls(page, layout, c)[slot / 8] >> (slot % 8)) & 1;
+		payload += IVFPQ_FILTER_VALUE_BYTES;
+	}
+}
+
+/* Zero a slot past the page's last entry, so no removed row's TID or values stay readable. */
+void
+IvfpqClearEntry(Page page, const IvfpqListLayout *layout, int slot)
+{
+	uint8		zero[IVFPQ_MAX_M + IVFPQ_MAX_FILTER_COLUMNS * IVFPQ_FILTER_VALUE_BYTES];
+	ItemPointerData no_tid;
+
+	MemSet(zero, 0, sizeof(zero));
+	MemSet(&no_tid, 0, sizeof(no_tid));
+	IvfpqStoreEntry(page, layout, slot, &no_tid, zero);
+}
+
 /* Initialise a page of list 'list'; pd_lower covers the whole entry layout. */
 void
-IvfpqInitListPage(Page page, int capacity, int m, int list)
+IvfpqInitListPage(Page page, const IvfpqListLayout *layout, int list)
 {
 	IvfpqInitPage(page, IVFPQ_PAGE_LIST);
 	IvfpqPageGetOpaque(page)->list_plus_one = (uint32) list + 1;
-	((PageHeader) page)->pd_lower =
-		MAXALIGN(SizeOfPageHeaderData) + IvfpqListCodeOffset(capacity) + (Size) capacity * m;
+	((PageHeader) page)->pd_lower = MAXALIGN(SizeOfPageHeaderData) + IvfpqListLayoutBytes(layout);
 }
 
 /*

@@ -46,6 +46,12 @@ extern "C"
  */
 #define IVFPQ_PREFETCH_SKIP 4096
 
+/*
+ * A filtered scan (conditions on filter columns) probes lists until its pool
+ * of passing candidates holds this many batches (IvfpqStartScan).
+ */
+#define IVFPQ_FILTER_POOL_FACTOR 2
+
 /* The least a scan re-ranks per batch when it shares ivfpq.rerank with siblings. */
 #define IVFPQ_MIN_SHARED_RERANK 10
 
@@ -77,6 +83,11 @@ typedef struct IvfpqScanOpaqueData
 	int			lists_limit;	/* how many lists the scan may probe in all */
 	AttrNumber	heap_attno;
 	int			dim;			/* dimensions of the query */
+
+	/* conditions on filter columns (ivfpq_filter.cpp), or NULL */
+	IvfpqFilter *filter;
+	bool	   *pass;			/* per entry of a page: passes the filter */
+	bool		no_rows;		/* the conditions exclude every row */
 
 	/* query */
 	float	   *query_raw;		/* as given (exact distances) */
@@ -169,6 +180,9 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->returned = 0;
 	so->next_list = so->list_order_sorted = 0;
 	so->distances_pending = false;
+	so->filter = NULL;
+	so->pass = NULL;
+	so->no_rows = false;
 	/* Everything above lived in the scan context (slot/fetch do not). */
 	MemoryContextReset(so->scan_context);
 	so->batch_context = AllocSetContextCreate(so->scan_context, "ivfpq scan batch",
@@ -228,6 +242,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	IvfpqQuantizer *q = so->q;
 	Relation	index = scan->indexRelation;
 	int			capacity = q->list_page_capacity;
+	IvfpqListLayout layout = IvfpqQuantizerLayout(q);
 	size_t		m = (size_t) q->shape.m;
 	size_t		ksub = (size_t) 1 << q->shape.nbits;
 	float		bias = 0;
@@ -289,16 +304,21 @@ IvfpqScanList(IndexScanDesc scan, int list)
 		Page		page;
 		IvfpqPageOpaque opaque;
 		int			n;
+		int			passed;
 
 		page = BufferGetPage(buffer);
 		opaque = IvfpqPageGetOpaque(page);
 		n = opaque->entry_count;
-		if (n > 0)
+		passed = n;
+		if (n > 0 && so->filter != NULL)
+			passed = IvfpqFilterPage(so->filter, page, &layout, n, so->pass);
+		if (passed > 0)
 		{
 			ItemPointer tids = IvfpqListTids(page);
 			IvfpqCandidate *out;
+			int			k = 0;
 
-			IvfpqReservePool(so, n);
+			IvfpqReservePool(so, passed);
 			out = so->pool + so->pool_count;
 			if (q->trained)
 			{
@@ -311,19 +331,26 @@ IvfpqScanList(IndexScanDesc scan, int list)
 				});
 				for (int i = 0; i < n; i++)
 				{
-					out[i].tid = tids[i];
-					out[i].distance = adc[i];
+					if (so->filter != NULL && !so->pass[i])
+						continue;
+					out[k].tid = tids[i];
+					out[k].distance = adc[i];
+					k++;
 				}
 			}
 			else
 			{
 				for (int i = 0; i < n; i++)
 				{
-					out[i].tid = tids[i];
-					out[i].distance = 0;
+					if (so->filter != NULL && !so->pass[i])
+						continue;
+					out[k].tid = tids[i];
+					out[k].distance = 0;
+					k++;
 				}
 			}
-			so->pool_count += n;
+			Assert(k == passed);
+			so->pool_count += passed;
 		}
 		buffer = IvfpqChainNext(index, buffer, BUFFER_LOCK_SHARE, NULL);
 	}
@@ -447,6 +474,10 @@ IvfpqStartScan(IndexScanDesc scan)
 		so->list_order[i] = i;
 	so->centroid_distances = (float *) palloc0(sizeof(float) * q->shape.lists);
 	so->adc = (float *) palloc(sizeof(float) * Max(q->list_page_capacity, 1));
+	so->filter = IvfpqCompileFilter(index, scan->keyData, scan->numberOfKeys);
+	if (so->filter != NULL)
+		so->pass = (bool *) palloc(sizeof(bool) * Max(q->list_page_capacity, 1));
+	so->no_rows = IvfpqFilterImpossible(so->filter);
 
 	if (q->trained)
 	{
@@ -518,7 +549,25 @@ IvfpqStartScan(IndexScanDesc scan)
 		so->list_order_sorted = 0;
 		IvfpqSortLists(so, 0, Min(so->probes, so->lists_limit), q->shape.lists);
 	}
+	if (so->no_rows)
+		so->lists_limit = 0;
 	IvfpqProbeMore(scan, q->trained ? so->probes : q->shape.lists);
+
+	/*
+	 * With conditions on filter columns the pool holds only rows that pass
+	 * them, and the first lists may hold few: probe on until the pool holds
+	 * IVFPQ_FILTER_POOL_FACTOR batches, so the first batch is still chosen
+	 * by the PQ distances from more candidates than it takes.  The nearest
+	 * rows that pass lie farther out the more selective the filter, and the
+	 * lists probed follow it.
+	 */
+	if (so->filter != NULL)
+	{
+		int64		wanted = (int64) IVFPQ_FILTER_POOL_FACTOR * (so->rerank > 0 ? so->rerank : IVFPQ_UNRANKED_BATCH);
+
+		while (so->pool_count < wanted && so->next_list < so->lists_limit)
+			IvfpqProbeMore(scan, so->probes);
+	}
 	so->started = true;
 	pgstat_count_index_scan(index);
 }

@@ -35,7 +35,8 @@ extern "C"
 
 /*
  * Entries of one list page as VACUUM sees them: which slots are dead, and
- * once loaded, the survivors (TIDs and codes, codes one after another),
+ * once loaded, the survivors (TIDs and payloads: codes and filter values,
+ * one after another),
  * those added by aminsert last.
  */
 typedef struct IvfpqVacPage
@@ -60,7 +61,8 @@ typedef struct IvfpqVacState
 	void	   *callback_state;
 	BlockNumber directory_start;
 	int			capacity;
-	int			m;
+	int			m;				/* bytes of an entry's payload (code, filter values) */
+	IvfpqListLayout layout;
 	double		live;
 	IvfpqVacPage pages[2];
 	ItemPointerData *tmp_tids;	/* 2 x capacity: room to combine two pages */
@@ -107,8 +109,6 @@ static void
 IvfpqVacLoad(IvfpqVacState *vs, IvfpqVacPage *p)
 {
 	Page		page = BufferGetPage(p->buffer);
-	ItemPointer tids = IvfpqListTids(page);
-	const uint8 *codes = IvfpqListCodes(page, vs->capacity);
 	int			kept = 0;
 
 	if (p->loaded)
@@ -117,8 +117,7 @@ IvfpqVacLoad(IvfpqVacState *vs, IvfpqVacPage *p)
 	{
 		if (p->is_dead[i])
 			continue;
-		p->tids[kept] = tids[i];
-		ivfpq::core::LoadBlockedCode(codes, (size_t) i, (size_t) vs->m, p->codes + (Size) kept * vs->m);
+		IvfpqLoadEntry(page, &vs->layout, i, &p->tids[kept], p->codes + (Size) kept * vs->m);
 		kept++;
 	}
 	Assert(kept == p->n);
@@ -133,26 +132,14 @@ IvfpqVacLoad(IvfpqVacState *vs, IvfpqVacPage *p)
 static void
 IvfpqVacStore(IvfpqVacState *vs, IvfpqVacPage *p, Page wpage)
 {
-	ItemPointer tids = IvfpqListTids(wpage);
-	uint8	   *codes = IvfpqListCodes(wpage, vs->capacity);
 	IvfpqPageOpaque opaque = IvfpqPageGetOpaque(wpage);
 	int			old_count = opaque->entry_count;
 
 	Assert(p->loaded);
 	for (int i = 0; i < p->n; i++)
-	{
-		tids[i] = p->tids[i];
-		ivfpq::core::StoreBlockedCode(codes, (size_t) i, (size_t) vs->m, p->codes + (Size) i * vs->m);
-	}
-	if (old_count > p->n)
-	{
-		uint8		zero[IVFPQ_MAX_M];
-
-		MemSet(zero, 0, sizeof(zero));
-		MemSet(&tids[p->n], 0, sizeof(ItemPointerData) * (old_count - p->n));
-		for (int i = p->n; i < old_count; i++)
-			ivfpq::core::StoreBlockedCode(codes, (size_t) i, (size_t) vs->m, zero);
-	}
+		IvfpqStoreEntry(wpage, &vs->layout, i, &p->tids[i], p->codes + (Size) i * vs->m);
+	for (int i = p->n; i < old_count; i++)
+		IvfpqClearEntry(wpage, &vs->layout, i);
 	opaque->entry_count = (uint16) p->n;
 	opaque->inserted = (uint16) p->inserted;
 }
@@ -342,8 +329,9 @@ ivfpqbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	vs.callback = callback;
 	vs.callback_state = callback_state;
 	vs.directory_start = meta.directory_start;
-	vs.capacity = (int) meta.list_page_capacity;
-	vs.m = Max((int) meta.shape.m, 1);
+	vs.layout = IvfpqMetaLayout(&meta);
+	vs.capacity = vs.layout.capacity;
+	vs.m = (int) IvfpqEntryPayloadBytes(&vs.layout);
 	IvfpqVacPageAlloc(&vs.pages[0], vs.capacity, vs.m);
 	IvfpqVacPageAlloc(&vs.pages[1], vs.capacity, vs.m);
 	vs.tmp_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * 2 * vs.capacity);

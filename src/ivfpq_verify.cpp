@@ -172,10 +172,17 @@ IvfpqVerifyMeta(IvfpqVerifyState *vs, IvfpqMetaPageData *meta, BlockNumber nbloc
 					 s->dim, s->lists, s->m, s->nbits, s->metric, meta->trained);
 		return false;
 	}
-	if ((int) meta->list_page_capacity != IvfpqListPageCapacity(s->m))
+	if ((int) meta->filter_columns != IvfpqIndexFilterColumns(vs->index))
 	{
-		IvfpqProblem(vs, 0, -1, "list page capacity %u, %d expected for m = %d",
-					 meta->list_page_capacity, IvfpqListPageCapacity(s->m), s->m);
+		IvfpqProblem(vs, 0, -1, "%u filter columns, the index has %d",
+					 meta->filter_columns, IvfpqIndexFilterColumns(vs->index));
+		return false;
+	}
+	if ((int) meta->list_page_capacity != IvfpqListPageCapacity(s->m, (int) meta->filter_columns))
+	{
+		IvfpqProblem(vs, 0, -1, "list page capacity %u, %d expected for m = %d and %u filter columns",
+					 meta->list_page_capacity, IvfpqListPageCapacity(s->m, (int) meta->filter_columns),
+					 s->m, meta->filter_columns);
 		ok = false;
 	}
 	if (meta->directory_start >= nblocks || IvfpqFirstListBlock(meta) > nblocks ||
@@ -247,8 +254,8 @@ IvfpqVerifyList(IvfpqVerifyState *vs, const IvfpqMetaPageData *meta, int list, i
 	IvfpqDirEntryData entry;
 	BlockNumber first_list = IvfpqFirstListBlock(meta);
 	int			capacity = (int) meta->list_page_capacity;
-	Size		expected_lower = MAXALIGN(SizeOfPageHeaderData) + IvfpqListCodeOffset(capacity) +
-		(Size) capacity * meta->shape.m;
+	IvfpqListLayout layout = IvfpqMetaLayout(meta);
+	Size		expected_lower = MAXALIGN(SizeOfPageHeaderData) + IvfpqListLayoutBytes(&layout);
 	BlockNumber block;
 
 	IvfpqReadDirEntry(vs->index, meta->directory_start, list, &entry);

@@ -151,3 +151,56 @@ def test_update_from_0_2(databases_0_2):
         old.execute("SET enable_indexscan = off")
         old.execute("SET enable_seqscan = on")
         assert by_index == [r[0] for r in old.execute(query).fetchall()]
+
+
+@pytest.fixture
+def databases_0_3(conn):
+    yield from scratch_databases(conn, "ivfpq_upgrade3_old", "ivfpq_upgrade3_new")
+
+
+def test_update_from_0_3(databases_0_3):
+    """0.3 -> current: 0.4 adds the operator classes of filter columns.  An
+    index built under 0.3 keeps answering; after the update a multicolumn
+    index (e, category) can be built and filters in its scan."""
+    old_db, new_db = databases_0_3
+    with connect(old_db) as old, connect(new_db) as new:
+        old.execute("CREATE EXTENSION ivfpq VERSION '0.3'")
+        old.execute("CREATE TABLE items (id int, category int, e vector(8))")
+        old.execute(
+            "INSERT INTO items SELECT i, i % 20, ARRAY(SELECT sin(i * 0.37 + d * 1.3 + (i % 17) * d)::real "
+            "FROM generate_series(1, 8) d)::vector FROM generate_series(1, 4000) i")
+        old.execute("CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 8, m = 4)")
+        # 0.3 has no operator class for an integer column.
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            old.execute("CREATE INDEX ON items USING ivfpq (e, category)")
+
+        old.execute("ALTER EXTENSION ivfpq UPDATE")
+        default = old.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'ivfpq'").fetchone()[0]
+        assert default == "0.4"
+        assert old.execute("SELECT extversion FROM pg_extension WHERE extname = 'ivfpq'").fetchone()[0] == default
+        new.execute("CREATE EXTENSION ivfpq")
+        old_catalog = [r[0] for r in old.execute(CATALOG_QUERY).fetchall()]
+        new_catalog = [r[0] for r in new.execute(CATALOG_QUERY).fetchall()]
+        assert (sorted(set(new_catalog) - set(old_catalog)), sorted(set(old_catalog) - set(new_catalog))) == ([], [])
+        assert any("int4_ops" in line for line in old_catalog)
+        assert old.execute(
+            "SELECT count(*) FROM pg_opclass WHERE opcmethod = (SELECT oid FROM pg_am WHERE amname = 'ivfpq') "
+            "AND NOT amvalidate(oid)").fetchone()[0] == 0
+
+        assert old.execute("SELECT * FROM ivfpq_verify('items_idx', true)").fetchall() == []
+        old.execute("SET ivfpq.probes = 8")
+        old.execute("SET ivfpq.rerank = 10000")
+        old.execute("SET enable_seqscan = off")
+        query = ("SELECT id FROM items WHERE category = 3 "
+                 "ORDER BY e <-> (SELECT e FROM items WHERE id = 41) LIMIT 10")
+        by_old_index = [r[0] for r in old.execute(query).fetchall()]
+        old.execute("CREATE INDEX items_multi_idx ON items USING ivfpq (e, category) WITH (lists = 8, m = 4)")
+        old.execute("DROP INDEX items_idx")
+        plan = "\n".join(r[0] for r in old.execute("EXPLAIN (COSTS OFF) " + query).fetchall())
+        assert "items_multi_idx" in plan and "Index Cond: (category = 3)" in plan, plan
+        by_new_index = [r[0] for r in old.execute(query).fetchall()]
+        old.execute("SET enable_indexscan = off")
+        old.execute("SET enable_seqscan = on")
+        exact = [r[0] for r in old.execute(query).fetchall()]
+        assert by_old_index == exact and by_new_index == exact
