@@ -23,9 +23,11 @@ K = 10
 
 
 def random_rows_sql(first_id, count, seed):
-    """INSERT ... SELECT of `count` rows with ids from first_id: clustered vectors, made server-side."""
+    """INSERT ... SELECT of `count` rows with ids from first_id: clustered vectors, made server-side
+    from the ids and the seed alone (a multiplicative hash, not random()), so every run is the same."""
     return (f"INSERT INTO churn (id, e) SELECT i, ARRAY(SELECT ((i::bigint * 7919 + {seed}) % 64) * 0.25 "
-            f"+ random() FROM generate_series(1, {DIM}) d)::vector "
+            f"+ ((i::bigint * 2654435761 + d * 40503 + {seed} * 977) % 1000003) / 1000003.0 "
+            f"FROM generate_series(1, {DIM}) d)::vector "
             f"FROM generate_series({first_id}, {first_id + count - 1}) i")
 
 
@@ -105,8 +107,10 @@ def test_half_deleted_list_keeps_half_its_pages(churn):
     conn.execute(random_rows_sql(ROWS + 1, ROWS // 2, 1))
     grown = conn.execute("SELECT pg_relation_size('churn_idx')").fetchone()[0]
     refilled = index_stats(conn)
-    # Every free page was taken; the few new ones are lists that got more rows than they lost.
-    assert refilled["free_pages"] == 0, (after, refilled)
+    # Inserts took free pages before extending the index: it grew only once none was left
+    # (a few lists got more rows than they lost), and by little.
+    assert refilled["free_pages"] < after["free_pages"] * 0.2, (after, refilled)
+    assert grown == size or refilled["free_pages"] == 0, (size, grown, after, refilled)
     assert grown <= size * 1.05, (size, grown)
     assert refilled["added_since_build"] == ROWS // 2
     assert abs(refilled["added_fraction"] - 0.5) < 1e-9
