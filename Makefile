@@ -44,7 +44,7 @@ SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
 # The SQL surface is a contract: each version ships an upgrade script from the
 # one before, sql/upgrade/ivfpq--A--B.sql.in, whose "--@include FILE" lines
 # pull in the install parts that define new objects.  Each released install
-# script is kept as released (sql/upgrade/ivfpq--0.1.sql, ivfpq--0.2.sql), so
+# script is kept as released (sql/upgrade/ivfpq--0.1.sql, 0.2, 0.3), so
 # the upgrade test can create any of them and update it through every step to
 # the current version.
 UPGRADE_SRCS  = $(sort $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql.in))
