@@ -238,6 +238,9 @@ typedef struct IvfpqQuantizer
 	uint8	   *term_tables;	/* lists x TermTableBytes, or NULL (not cached) */
 	Size		term_table_bytes;	/* bytes of one list's term table */
 	bool		term_tables_tried;	/* built, or found not to fit */
+	uint64		full_tables;	/* lists scans probed with full distance tables while
+								 * the term tables were not built (IvfpqGetQuantizer
+								 * builds them once this reaches lists) */
 	float	   *coarse_bound;	/* core PrepareCoarseBound() data, or NULL */
 	MemoryContext coarse_bound_context;	/* holds coarse_bound */
 	bool		coarse_bound_tried;	/* built (or found useless): never again */

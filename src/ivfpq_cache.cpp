@@ -218,11 +218,11 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 /*
  * Build the quantizer of an index from its pages, in a new context under the
  * caller's memory context: an error frees it with the query.  The caller
- * moves it under the cache once it is complete.  The term tables only with
- * with_terms (for a scan).
+ * moves it under the cache once it is complete.  No term tables yet: see
+ * IvfpqGetQuantizer.
  */
 static IvfpqQuantizer *
-IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_terms)
+IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
 {
 	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer",
 												  ALLOCSET_DEFAULT_SIZES);
@@ -255,8 +255,6 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_term
 		IvfpqCallCore("ivfpq quantizer cache", [&]() {
 			ivfpq::core::PrepareQuantizer(view, prepared);
 		});
-		if (with_terms)
-			IvfpqBuildTermTables(q, context);
 	}
 	MemoryContextSwitchTo(old_context);
 	return q;
@@ -266,11 +264,18 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_term
  * The quantizer of an index: from the cache if still current (same
  * relfilenode and build id as the metapage says), else read from its pages
  * and cached.  With pin = true the entry is protected from eviction until
- * IvfpqUnpinQuantizer or the end of the transaction.  With for_scan = true
- * the entry also gets its term tables (when ivfpq.table_cache_mb allows), which
- * only scans use: building them for 1000 lists took about a second, which an
- * inserting session never needs to pay.  The result is owned by the cache:
- * callers must not free it.
+ * IvfpqUnpinQuantizer or the end of the transaction.
+ *
+ * The term tables (when ivfpq.table_cache_mb allows) come later, for scans
+ * only (for_scan), and only once the session's scans have probed as many
+ * lists with full distance tables as the index has.  Building them costs
+ * about as much as that many full tables (a pass over every codeword per
+ * list): 0.36 s for 1000 lists at m = 32 of 64 dimensions, which the first
+ * query of every new connection paid when they were built on the first scan
+ * (51 ms without).  A session that goes on scanning then has spent at most
+ * twice what it would have with the tables from the start; a short-lived
+ * one, or one that only inserts, never pays for them.  The result is owned
+ * by the cache: callers must not free it.
  */
 IvfpqQuantizer *
 IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
@@ -295,7 +300,7 @@ IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
 
 	if (q == NULL)
 	{
-		q = IvfpqLoadQuantizer(index, &meta, for_scan);
+		q = IvfpqLoadQuantizer(index, &meta);
 		/* Complete: hand it to the cache. */
 		MemoryContextSetParent(q->context, quantizer_cache_context);
 		q->bytes = MemoryContextMemAllocated(q->context, true);
@@ -303,12 +308,10 @@ IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
 		entry->q = q;
 		cache_bytes += q->bytes;
 	}
-	else if (for_scan && q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0)
+	else if (for_scan && q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0 &&
+			 q->full_tables >= (uint64) q->shape.lists)
 	{
-		/*
-		 * Loaded by an insert (inserts never need the terms), or while
-		 * ivfpq.table_cache_mb was 0: add the terms now, leak-free.
-		 */
+		/* Scans have paid for them by now: add the terms, leak-free. */
 		MemoryContext terms = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer terms",
 													ALLOCSET_DEFAULT_SIZES);
 

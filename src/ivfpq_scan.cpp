@@ -291,6 +291,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 		IvfpqCallCore("ivfpq scan", [&]() {
 			ivfpq::core::ComputeDistanceTablePrepared(view, prepared, query, list, table, &bias);
 		});
+		q->full_tables++;		/* toward the term tables (IvfpqGetQuantizer) */
 	}
 
 	/* Lock coupling along the chain: ivfpq_pages.cpp states the rule. */
