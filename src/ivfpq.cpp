@@ -96,8 +96,8 @@ _PG_init(void)
 	DefineCustomIntVariable("ivfpq.table_cache_mb",
 							"Per-backend memory for each L2/cosine index's precomputed distance terms.",
 							"With the terms cached, a probed list's distance table costs m x 256 additions "
-							"instead of a pass over all codewords.  Built once a session's scans have probed as many "
-							"lists of the index as it has.  0 disables the cache.",
+							"instead of a pass over all codewords.  A list's terms are computed when a scan first probes it.  "
+							"0 disables the cache.",
 							&ivfpq_table_cache_mb, 64, 0, 65536,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomIntVariable("ivfpq.cache_mb",

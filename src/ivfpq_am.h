@@ -235,12 +235,12 @@ typedef struct IvfpqQuantizer
 	float	   *codebooks;		/* m x ksub x dsub */
 	float	   *prepared;		/* core PrepareQuantizer() data, or NULL */
 	float	   *centroid_center;	/* dim floats, with term_tables */
-	uint8	   *term_tables;	/* lists x TermTableBytes, or NULL (not cached) */
+	uint8	   *term_tables;	/* lists x TermTableBytes, or NULL (not cached);
+								 * a list's part is valid once term_built says so */
 	Size		term_table_bytes;	/* bytes of one list's term table */
-	bool		term_tables_tried;	/* built, or found not to fit */
-	uint64		full_tables;	/* lists scans probed with full distance tables while
-								 * the term tables were not built (IvfpqGetQuantizer
-								 * builds them once this reaches lists) */
+	bool		term_tables_tried;	/* allocated, or found not to fit */
+	bool	   *term_built;		/* per list: its term table is computed (on the
+								 * first probe of the list: IvfpqListTermTable) */
 	float	   *coarse_bound;	/* core PrepareCoarseBound() data, or NULL */
 	MemoryContext coarse_bound_context;	/* holds coarse_bound */
 	bool		coarse_bound_tried;	/* built (or found useless): never again */
@@ -330,6 +330,7 @@ extern const float *IvfpqCoarseBound(IvfpqQuantizer *q);
 extern BlockNumber IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int list);
 extern BlockNumber *IvfpqCacheListBlocks(IvfpqQuantizer *q);
 extern IvfpqListLayout IvfpqQuantizerLayout(const IvfpqQuantizer *q);
+extern const uint8 *IvfpqListTermTable(IvfpqQuantizer *q, int list);
 extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
 
 /* ---------- ivfpq_insert.cpp ---------- */

@@ -174,10 +174,16 @@ IvfpqCacheEvict(const IvfpqQuantizer *keep)
 }
 
 /*
- * Precompute every list's distance terms (L2 and cosine; IndexIVFPQ's
- * "precomputed tables") when they fit ivfpq.table_cache_mb, allocating in
+ * Room for every list's distance terms (L2 and cosine; IndexIVFPQ's
+ * "precomputed tables") when they fit ivfpq.table_cache_mb, allocated in
  * context; otherwise leave q->term_tables NULL and the scan computes full
- * distance tables per list.
+ * distance tables per list.  A list's terms are computed when a scan first
+ * probes it (IvfpqListTermTable), which costs about what the full table it
+ * replaces does: computing all of them up front (0.36 s for 1000 lists at
+ * m = 32 of 64 dimensions) was most of the first query of every new
+ * connection, and a session that never probes a list never pays for it.
+ * The pages of lists never probed are never touched, so they take no
+ * physical memory either.
  */
 static void
 IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
@@ -186,7 +192,6 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 	Size		per_list;
 	float	   *mean;
 	uint8	   *tables;
-	const float *prepared = q->prepared;
 	int			lists = q->shape.lists;
 
 	if (ivfpq_table_cache_mb <= 0)
@@ -204,10 +209,9 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 	}
 	mean = (float *) MemoryContextAlloc(context, sizeof(float) * q->shape.dim);
 	tables = (uint8 *) MemoryContextAllocHuge(context, per_list * lists);
+	q->term_built = (bool *) MemoryContextAllocZero(context, sizeof(bool) * lists);
 	IvfpqCallCore("ivfpq quantizer cache", [&]() {
 		ivfpq::core::CentroidCenter(view, mean);
-		for (int list = 0; list < lists; list++)
-			ivfpq::core::ComputeTermTable(view, prepared, mean, list, tables + per_list * list);
 	});
 	q->centroid_center = mean;
 	q->term_tables = tables;
@@ -218,11 +222,11 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 /*
  * Build the quantizer of an index from its pages, in a new context under the
  * caller's memory context: an error frees it with the query.  The caller
- * moves it under the cache once it is complete.  No term tables yet: see
- * IvfpqGetQuantizer.
+ * moves it under the cache once it is complete.  The room for the term
+ * tables only with with_terms (for a scan).
  */
 static IvfpqQuantizer *
-IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
+IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_terms)
 {
 	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer",
 												  ALLOCSET_DEFAULT_SIZES);
@@ -255,6 +259,8 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
 		IvfpqCallCore("ivfpq quantizer cache", [&]() {
 			ivfpq::core::PrepareQuantizer(view, prepared);
 		});
+		if (with_terms)
+			IvfpqBuildTermTables(q, context);
 	}
 	MemoryContextSwitchTo(old_context);
 	return q;
@@ -264,18 +270,11 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta)
  * The quantizer of an index: from the cache if still current (same
  * relfilenode and build id as the metapage says), else read from its pages
  * and cached.  With pin = true the entry is protected from eviction until
- * IvfpqUnpinQuantizer or the end of the transaction.
- *
- * The term tables (when ivfpq.table_cache_mb allows) come later, for scans
- * only (for_scan), and only once the session's scans have probed as many
- * lists with full distance tables as the index has.  Building them costs
- * about as much as that many full tables (a pass over every codeword per
- * list): 0.36 s for 1000 lists at m = 32 of 64 dimensions, which the first
- * query of every new connection paid when they were built on the first scan
- * (51 ms without).  A session that goes on scanning then has spent at most
- * twice what it would have with the tables from the start; a short-lived
- * one, or one that only inserts, never pays for them.  The result is owned
- * by the cache: callers must not free it.
+ * IvfpqUnpinQuantizer or the end of the transaction.  With for_scan = true
+ * the entry also gets room for its term tables (when ivfpq.table_cache_mb
+ * allows), which only scans use, each list's computed on its first probe
+ * (IvfpqListTermTable).  The result is owned by the cache: callers must not
+ * free it.
  */
 IvfpqQuantizer *
 IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
@@ -300,7 +299,7 @@ IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
 
 	if (q == NULL)
 	{
-		q = IvfpqLoadQuantizer(index, &meta);
+		q = IvfpqLoadQuantizer(index, &meta, for_scan);
 		/* Complete: hand it to the cache. */
 		MemoryContextSetParent(q->context, quantizer_cache_context);
 		q->bytes = MemoryContextMemAllocated(q->context, true);
@@ -308,10 +307,13 @@ IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
 		entry->q = q;
 		cache_bytes += q->bytes;
 	}
-	else if (for_scan && q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0 &&
-			 q->full_tables >= (uint64) q->shape.lists)
+	else if (for_scan && q->trained && !q->term_tables_tried && ivfpq_table_cache_mb > 0)
 	{
-		/* Scans have paid for them by now: add the terms, leak-free. */
+		/*
+		 * Loaded by an insert (inserts never need the terms), or while
+		 * ivfpq.table_cache_mb was 0: add the room for the terms now,
+		 * leak-free.
+		 */
 		MemoryContext terms = AllocSetContextCreate(CurrentMemoryContext, "ivfpq quantizer terms",
 													ALLOCSET_DEFAULT_SIZES);
 
@@ -500,4 +502,27 @@ IvfpqQuantizerLayout(const IvfpqQuantizer *q)
 	layout.m = Max(q->shape.m, 1);
 	layout.filter_columns = q->filter_columns;
 	return layout;
+}
+
+/*
+ * A list's term table, computed on the first call for the list.  Cancelled
+ * half-way, the list stays unmarked and is computed again next time.
+ */
+const uint8 *
+IvfpqListTermTable(IvfpqQuantizer *q, int list)
+{
+	uint8	   *table = q->term_tables + q->term_table_bytes * list;
+
+	if (!q->term_built[list])
+	{
+		ivfpq::core::QuantizerView view = IvfpqView(q);
+		const float *prepared = q->prepared;
+		const float *mean = q->centroid_center;
+
+		IvfpqCallCore("ivfpq quantizer cache", [&]() {
+			ivfpq::core::ComputeTermTable(view, prepared, mean, list, table);
+		});
+		q->term_built[list] = true;
+	}
+	return table;
 }

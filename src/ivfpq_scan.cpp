@@ -272,7 +272,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	{
 		/* Cached per-list terms + this query's terms; bias = |query - centroid|^2. */
 		ivfpq::core::QuantizerView view = IvfpqView(q);
-		const uint8 *terms = q->term_tables + q->term_table_bytes * list;
+		const uint8 *terms = IvfpqListTermTable(q, list);
 		const float *query_terms = so->query_terms;
 		float	   *table = so->table;
 
@@ -291,7 +291,6 @@ IvfpqScanList(IndexScanDesc scan, int list)
 		IvfpqCallCore("ivfpq scan", [&]() {
 			ivfpq::core::ComputeDistanceTablePrepared(view, prepared, query, list, table, &bias);
 		});
-		q->full_tables++;		/* toward the term tables (IvfpqGetQuantizer) */
 	}
 
 	/* Lock coupling along the chain: ivfpq_pages.cpp states the rule. */
