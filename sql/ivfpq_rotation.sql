@@ -187,6 +187,35 @@ SELECT action, partition, detail FROM ivfpq_manage('two_vectors', 'at', premake 
 	opclass => 'vector_cosine_ops', inherit_codebooks => false, now => '2026-11-20');
 SELECT indexrelid::regclass, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'two_vectors_p20261120'::regclass;
 
+-- filter columns (0.4): every partition's index has them after the vector,
+-- and a filtered query over the parent filters in each partition's scan
+CREATE TABLE tagged (at timestamptz NOT NULL, category int, price float8, note text, e vector(4))
+	PARTITION BY RANGE (at);
+SELECT rot_error($$SELECT ivfpq_manage('tagged', 'at', filter_columns => '{nothing}')$$) AS missing_filter_column;
+SELECT rot_error($$SELECT ivfpq_manage('tagged', 'at', filter_columns => '{note}')$$) AS text_filter_column;
+SELECT rot_error($$SELECT ivfpq_manage('tagged', 'at', filter_columns => '{e}')$$) AS vector_as_filter;
+SELECT rot_error($$SELECT ivfpq_manage('tagged', 'at', filter_columns => '{category,category}')$$) AS twice;
+SELECT rot_error($$SELECT ivfpq_manage('tagged', 'at', filter_columns => '{category,NULL}')$$) AS null_filter_column;
+SELECT action, partition FROM ivfpq_manage('tagged', 'at', premake => 1, inherit_codebooks => false,
+	filter_columns => '{category,price}', now => '2026-11-20 10:00+00');
+SELECT filter_columns FROM ivfpq_partitioned_tables WHERE parent = 'tagged'::regclass;
+SELECT indexrelid::regclass, pg_get_indexdef(indexrelid) FROM pg_index
+	WHERE indrelid IN ('tagged_p20261120'::regclass, 'tagged_p20261121'::regclass) ORDER BY 1::text;
+INSERT INTO tagged SELECT timestamptz '2026-11-20 00:00+00' + i * interval '1 minute', i % 10, i * 0.5, NULL,
+	ARRAY[sin(i), cos(i), sin(2 * i), cos(3 * i)]::vector FROM generate_series(1, 2000) i;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT category FROM tagged WHERE category = 3 ORDER BY e <-> '[1,0,0,1]' LIMIT 5;
+SELECT count(*), bool_and(category = 3) FROM (SELECT category FROM tagged WHERE category = 3
+	ORDER BY e <-> '[1,0,0,1]' LIMIT 50) s;
+RESET enable_seqscan;
+-- re-managed without them, new partitions get the vector alone
+SELECT action, partition FROM ivfpq_manage('tagged', 'at', premake => 2, inherit_codebooks => false,
+	now => '2026-11-20 10:00+00');
+SELECT filter_columns IS NULL AS none FROM ivfpq_partitioned_tables WHERE parent = 'tagged'::regclass;
+SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'tagged_p20261122'::regclass;
+SELECT ivfpq_unmanage('tagged');
+DROP TABLE tagged;
+
 -- unmanage forgets the configuration and keeps every partition
 SELECT count(*) AS partitions_before FROM ivfpq_partitions('events');
 SELECT ivfpq_unmanage('events');

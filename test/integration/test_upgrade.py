@@ -170,6 +170,9 @@ def test_update_from_0_3(databases_0_3):
             "INSERT INTO items SELECT i, i % 20, ARRAY(SELECT sin(i * 0.37 + d * 1.3 + (i % 17) * d)::real "
             "FROM generate_series(1, 8) d)::vector FROM generate_series(1, 4000) i")
         old.execute("CREATE INDEX items_idx ON items USING ivfpq (e) WITH (lists = 8, m = 4)")
+        old.execute("CREATE TABLE events (at timestamptz NOT NULL, category int, e vector(4)) PARTITION BY RANGE (at)")
+        old.execute("SELECT * FROM ivfpq_manage('events', 'at', premake => 0, inherit_codebooks => false, "
+                    "now => '2026-11-20 10:00+00')")
         # 0.3 has no operator class for an integer column.
         with pytest.raises(psycopg.errors.UndefinedObject):
             old.execute("CREATE INDEX ON items USING ivfpq (e, category)")
@@ -204,3 +207,13 @@ def test_update_from_0_3(databases_0_3):
         old.execute("SET enable_seqscan = on")
         exact = [r[0] for r in old.execute(query).fetchall()]
         assert by_old_index == exact and by_new_index == exact
+
+        # A table managed under 0.3 has no filter columns and rotates as before; managed
+        # again with some, its new partitions' indexes carry them.
+        assert old.execute("SELECT filter_columns FROM ivfpq_partitioned_tables").fetchall() == [(None,)]
+        old.execute("SELECT * FROM ivfpq_rotate('events', '2026-11-21 10:00+00')")
+        indexdef = "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass"
+        assert old.execute(indexdef, ("events_p20261121",)).fetchone()[0].endswith("USING ivfpq (e)")
+        old.execute("SELECT * FROM ivfpq_manage('events', 'at', premake => 1, inherit_codebooks => false, "
+                    "filter_columns => '{category}', now => '2026-11-21 10:00+00')")
+        assert old.execute(indexdef, ("events_p20261122",)).fetchone()[0].endswith("USING ivfpq (e, category)")
