@@ -14,6 +14,10 @@
  * ivfpq.max_probes (iterative scan).  Successive batches are each in order;
  * across batches the order is relaxed, as with pgvector's iterative scans.
  *
+ * With conditions on filter columns (a multicolumn index, ivfpq_filter.cpp)
+ * only the entries that pass them enter the candidate pool, and the scan
+ * probes lists until the pool holds IVFPQ_FILTER_POOL_FACTOR batches.
+ *
  * No index page is pinned between calls: a list page is read under a share
  * lock and its entries are copied out.
  */
