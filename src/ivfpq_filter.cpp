@@ -29,7 +29,6 @@
  * sides convert to the key exactly, as the built-in cross-type operators
  * compare.
  */
-#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -42,10 +41,8 @@ extern "C"
 #include "access/skey.h"
 #include "access/stratnum.h"
 #include "catalog/pg_type.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 }
