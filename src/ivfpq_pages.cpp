@@ -339,10 +339,9 @@ IvfpqLoadEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer t
 void
 IvfpqClearEntry(Page page, const IvfpqListLayout *layout, int slot)
 {
-	uint8		zero[IVFPQ_MAX_M + IVFPQ_MAX_FILTER_COLUMNS * IVFPQ_FILTER_VALUE_BYTES];
+	static const uint8 zero[IVFPQ_MAX_M + IVFPQ_MAX_FILTER_COLUMNS * IVFPQ_FILTER_VALUE_BYTES] = {0};
 	ItemPointerData no_tid;
 
-	MemSet(zero, 0, sizeof(zero));
 	MemSet(&no_tid, 0, sizeof(no_tid));
 	IvfpqStoreEntry(page, layout, slot, &no_tid, zero);
 }

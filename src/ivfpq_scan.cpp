@@ -245,7 +245,6 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
 	IvfpqQuantizer *q = so->q;
 	Relation	index = scan->indexRelation;
-	int			capacity = q->list_page_capacity;
 	IvfpqListLayout layout = IvfpqQuantizerLayout(q);
 	size_t		m = (size_t) q->shape.m;
 	size_t		ksub = (size_t) 1 << q->shape.nbits;
@@ -326,32 +325,21 @@ IvfpqScanList(IndexScanDesc scan, int list)
 			out = so->pool + so->pool_count;
 			if (q->trained)
 			{
-				const uint8 *codes = IvfpqListCodes(page, capacity);
+				const uint8 *codes = IvfpqListCodes(page, layout.capacity);
 				const float *table = so->table;
 				float	   *adc = so->adc;
 
 				IvfpqCallCore("ivfpq scan", [&]() {
 					ivfpq::core::ScanBlockedCodes(table, m, ksub, codes, (size_t) n, bias, adc);
 				});
-				for (int i = 0; i < n; i++)
-				{
-					if (so->filter != NULL && !so->pass[i])
-						continue;
-					out[k].tid = tids[i];
-					out[k].distance = adc[i];
-					k++;
-				}
 			}
-			else
+			for (int i = 0; i < n; i++)
 			{
-				for (int i = 0; i < n; i++)
-				{
-					if (so->filter != NULL && !so->pass[i])
-						continue;
-					out[k].tid = tids[i];
-					out[k].distance = 0;
-					k++;
-				}
+				if (so->filter != NULL && !so->pass[i])
+					continue;
+				out[k].tid = tids[i];
+				out[k].distance = q->trained ? so->adc[i] : 0;
+				k++;
 			}
 			Assert(k == passed);
 			so->pool_count += passed;

@@ -60,9 +60,8 @@ typedef struct IvfpqVacState
 	IndexBulkDeleteCallback callback;
 	void	   *callback_state;
 	BlockNumber directory_start;
-	int			capacity;
-	int			m;				/* bytes of an entry's payload (code, filter values) */
-	IvfpqListLayout layout;
+	IvfpqListLayout layout;		/* of the list pages */
+	int			entry_bytes;	/* of an entry's payload (code, filter values) */
 	double		live;
 	IvfpqVacPage pages[2];
 	ItemPointerData *tmp_tids;	/* 2 x capacity: room to combine two pages */
@@ -70,11 +69,11 @@ typedef struct IvfpqVacState
 } IvfpqVacState;
 
 static void
-IvfpqVacPageAlloc(IvfpqVacPage *p, int capacity, int m)
+IvfpqVacPageAlloc(IvfpqVacPage *p, int capacity, int entry_bytes)
 {
 	p->is_dead = (bool *) palloc(sizeof(bool) * capacity);
 	p->tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * capacity);
-	p->codes = (uint8 *) palloc((Size) capacity * Max(m, 1));
+	p->codes = (uint8 *) palloc((Size) capacity * entry_bytes);
 }
 
 /* Ask the callback about each TID of the page locked in p->buffer. */
@@ -117,7 +116,7 @@ IvfpqVacLoad(IvfpqVacState *vs, IvfpqVacPage *p)
 	{
 		if (p->is_dead[i])
 			continue;
-		IvfpqLoadEntry(page, &vs->layout, i, &p->tids[kept], p->codes + (Size) kept * vs->m);
+		IvfpqLoadEntry(page, &vs->layout, i, &p->tids[kept], p->codes + (Size) kept * vs->entry_bytes);
 		kept++;
 	}
 	Assert(kept == p->n);
@@ -137,7 +136,7 @@ IvfpqVacStore(IvfpqVacState *vs, IvfpqVacPage *p, Page wpage)
 
 	Assert(p->loaded);
 	for (int i = 0; i < p->n; i++)
-		IvfpqStoreEntry(wpage, &vs->layout, i, &p->tids[i], p->codes + (Size) i * vs->m);
+		IvfpqStoreEntry(wpage, &vs->layout, i, &p->tids[i], p->codes + (Size) i * vs->entry_bytes);
 	for (int i = p->n; i < old_count; i++)
 		IvfpqClearEntry(wpage, &vs->layout, i);
 	opaque->entry_count = (uint16) p->n;
@@ -152,10 +151,10 @@ IvfpqVacStore(IvfpqVacState *vs, IvfpqVacPage *p, Page wpage)
 static void
 IvfpqVacMove(IvfpqVacState *vs, IvfpqVacPage *prev, IvfpqVacPage *cur)
 {
-	int			m = vs->m;
+	Size		bytes = vs->entry_bytes;
 	int			total = prev->n + cur->n;
 	int			built = (prev->n - prev->inserted) + (cur->n - cur->inserted);
-	int			to_prev = Min(total, vs->capacity);
+	int			to_prev = Min(total, vs->layout.capacity);
 	int			k = 0;
 
 	IvfpqVacLoad(vs, prev);
@@ -166,7 +165,7 @@ IvfpqVacMove(IvfpqVacState *vs, IvfpqVacPage *prev, IvfpqVacPage *cur)
 		for (int i = from; i < to; i++, k++)
 		{
 			vs->tmp_tids[k] = p->tids[i];
-			memcpy(vs->tmp_codes + (Size) k * m, p->codes + (Size) i * m, m);
+			memcpy(vs->tmp_codes + k * bytes, p->codes + i * bytes, bytes);
 		}
 	};
 	append(prev, 0, prev->n - prev->inserted);
@@ -176,11 +175,11 @@ IvfpqVacMove(IvfpqVacState *vs, IvfpqVacPage *prev, IvfpqVacPage *cur)
 	Assert(k == total);
 
 	memcpy(prev->tids, vs->tmp_tids, sizeof(ItemPointerData) * to_prev);
-	memcpy(prev->codes, vs->tmp_codes, (Size) to_prev * m);
+	memcpy(prev->codes, vs->tmp_codes, to_prev * bytes);
 	prev->n = to_prev;
 	prev->inserted = to_prev - Min(to_prev, built);
 	memcpy(cur->tids, vs->tmp_tids + to_prev, sizeof(ItemPointerData) * (total - to_prev));
-	memcpy(cur->codes, vs->tmp_codes + (Size) to_prev * m, (Size) (total - to_prev) * m);
+	memcpy(cur->codes, vs->tmp_codes + to_prev * bytes, (total - to_prev) * bytes);
 	cur->n = total - to_prev;
 	cur->inserted = cur->n - (built - Min(to_prev, built));
 	prev->dirty = cur->dirty = true;
@@ -263,7 +262,7 @@ IvfpqVacuumList(IvfpqVacState *vs, int list)
 	IvfpqDirEntryData entry;
 	IvfpqVacPage *prev = &vs->pages[0];
 	IvfpqVacPage *cur = &vs->pages[1];
-	int			fill_room = Max(vs->capacity / 8, 1);
+	int			fill_room = Max(vs->layout.capacity / 8, 1);
 
 	IvfpqReadDirEntry(vs->index, vs->directory_start, list, &entry);
 	if (entry.first_block == InvalidBlockNumber)
@@ -286,8 +285,8 @@ IvfpqVacuumList(IvfpqVacState *vs, int list)
 		LockBuffer(cur->buffer, BUFFER_LOCK_EXCLUSIVE);
 		IvfpqVacExamine(vs, cur);
 
-		if (cur->n > 0 && prev->n < vs->capacity &&
-			(vs->capacity - prev->n >= fill_room || prev->n + cur->n <= vs->capacity))
+		if (cur->n > 0 && prev->n < vs->layout.capacity &&
+			(vs->layout.capacity - prev->n >= fill_room || prev->n + cur->n <= vs->layout.capacity))
 			IvfpqVacMove(vs, prev, cur);
 
 		if (cur->n == 0)
@@ -330,12 +329,11 @@ ivfpqbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	vs.callback_state = callback_state;
 	vs.directory_start = meta.directory_start;
 	vs.layout = IvfpqMetaLayout(&meta);
-	vs.capacity = vs.layout.capacity;
-	vs.m = (int) IvfpqEntryPayloadBytes(&vs.layout);
-	IvfpqVacPageAlloc(&vs.pages[0], vs.capacity, vs.m);
-	IvfpqVacPageAlloc(&vs.pages[1], vs.capacity, vs.m);
-	vs.tmp_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * 2 * vs.capacity);
-	vs.tmp_codes = (uint8 *) palloc((Size) 2 * vs.capacity * vs.m);
+	vs.entry_bytes = (int) IvfpqEntryPayloadBytes(&vs.layout);
+	IvfpqVacPageAlloc(&vs.pages[0], vs.layout.capacity, vs.entry_bytes);
+	IvfpqVacPageAlloc(&vs.pages[1], vs.layout.capacity, vs.entry_bytes);
+	vs.tmp_tids = (ItemPointerData *) palloc(sizeof(ItemPointerData) * 2 * vs.layout.capacity);
+	vs.tmp_codes = (uint8 *) palloc((Size) 2 * vs.layout.capacity * vs.entry_bytes);
 
 	for (int list = 0; list < meta.shape.lists; list++)
 		IvfpqVacuumList(&vs, list);
