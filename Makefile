@@ -5,7 +5,7 @@
 # core is also built on its own by CMakeLists.txt for the unit tests.
 
 EXTENSION  = ivfpq
-EXTVERSION = 0.4
+EXTVERSION = 0.5
 
 MODULE_big = ivfpq
 
@@ -44,13 +44,13 @@ SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
 # The SQL surface is a contract: each version ships an upgrade script from the
 # one before, sql/upgrade/ivfpq--A--B.sql.in, whose "--@include FILE" lines
 # pull in the install parts that define new objects.  Each released install
-# script is kept as released (sql/upgrade/ivfpq--0.1.sql, 0.2, 0.3), so
+# script is kept as released (sql/upgrade/ivfpq--0.1.sql, 0.2, 0.3, 0.4), so
 # the upgrade test can create any of them and update it through every step to
 # the current version.
 UPGRADE_SRCS  = $(sort $(wildcard sql/upgrade/$(EXTENSION)--*--*.sql.in))
 UPGRADE_BUILT = $(patsubst sql/upgrade/%.sql.in,sql/%.sql,$(UPGRADE_SRCS))
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_BUILT)
-DATA       = sql/upgrade/$(EXTENSION)--0.1.sql sql/upgrade/$(EXTENSION)--0.2.sql sql/upgrade/$(EXTENSION)--0.3.sql
+DATA       = sql/upgrade/$(EXTENSION)--0.1.sql sql/upgrade/$(EXTENSION)--0.2.sql sql/upgrade/$(EXTENSION)--0.3.sql sql/upgrade/$(EXTENSION)--0.4.sql
 
 # pg_regress: every sql/<name>.sql except the generated install script.
 REGRESS      = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))

@@ -101,7 +101,8 @@ _PG_init(void)
 							&ivfpq_table_cache_mb, 64, 0, 65536,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomIntVariable("ivfpq.cache_mb",
-							"Per-backend memory for cached quantizers (centroids, codebooks, distance terms) of all ivfpq indexes.",
+							"Per-backend memory for quantizers (centroids, codebooks, distance terms) this backend keeps itself.",
+							"Quantizers in the shared cache (ivfpq.shared_cache_mb) count only their few bytes here.  "
 							"Least recently used entries are evicted beyond it; entries in use by the running query are kept.",
 							&ivfpq_cache_mb, 256, 0, 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
@@ -112,6 +113,7 @@ _PG_init(void)
 							 &ivfpq_share_rerank, false, PGC_USERSET, 0, NULL, NULL, NULL);
 	IvfpqWorkerInit();
 	IvfpqSiblingsInit();
+	IvfpqSharedCacheInit();
 	MarkGUCPrefixReserved("ivfpq");
 
 	IvfpqInitReloptions();

@@ -252,6 +252,10 @@ typedef struct IvfpqQuantizer
 	uint8	   *side_waits;		/* per list: waits for the tail since the last side page */
 	BlockNumber *first_blocks;	/* per list: its first page once known, else Invalid;
 								 * NULL = none known yet (IvfpqListFirstBlock) */
+	int			shared_slot;	/* -1: private arrays; else the arrays live in this
+								 * slot of the shared cache (ivfpq_shared_cache.cpp) */
+	uint64		shared_generation;	/* the slot's generation when it was viewed */
+	uint64		shared_epoch;	/* the backend's pin epoch when last pinned */
 	int			pin_count;		/* scans using it in this transaction */
 	uint64		last_used;		/* cache clock at the last lookup (LRU) */
 	Size		bytes;			/* memory of the entry's context */
@@ -332,6 +336,15 @@ extern BlockNumber *IvfpqCacheListBlocks(IvfpqQuantizer *q);
 extern IvfpqListLayout IvfpqQuantizerLayout(const IvfpqQuantizer *q);
 extern const uint8 *IvfpqListTermTable(IvfpqQuantizer *q, int list);
 extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
+
+/* ---------- ivfpq_shared_cache.cpp ---------- */
+extern int	ivfpq_shared_cache_mb;
+extern bool ivfpq_shared_cache_enabled;
+extern void IvfpqSharedCacheInit(void);
+extern IvfpqQuantizer *IvfpqSharedFind(Relation index, const IvfpqMetaPageData *meta);
+extern bool IvfpqSharedPublish(IvfpqQuantizer *q);
+extern bool IvfpqSharedPin(IvfpqQuantizer *q);
+extern void IvfpqSharedRelease(void);
 
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list,

@@ -26,6 +26,7 @@
 extern "C"
 {
 #include "access/xact.h"
+#include "port/atomics.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -73,6 +74,7 @@ IvfpqCacheXactCallback(XactEvent event, void *arg)
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
 		event != XACT_EVENT_PREPARE)
 		return;
+	IvfpqSharedRelease();		/* the shared cache's pins of this transaction */
 	if (quantizer_cache != NULL)
 	{
 		hash_seq_init(&status, quantizer_cache);
@@ -237,6 +239,7 @@ IvfpqLoadQuantizer(Relation index, const IvfpqMetaPageData *meta, bool with_term
 
 	MemoryContextSetIdentifier(context, pstrdup(RelationGetRelationName(index)));
 	q->context = context;
+	q->shared_slot = -1;
 	q->index_oid = RelationGetRelid(index);
 	q->relfilenode = index->rd_node.relNode;
 	q->build_id = meta->build_id;
@@ -291,15 +294,26 @@ IvfpqGetQuantizer(Relation index, bool pin, bool for_scan)
 	entry = (IvfpqCacheEntry *) hash_search(quantizer_cache, &index_oid, HASH_FIND, NULL);
 	if (entry != NULL)
 	{
-		if (entry->q->relfilenode == index->rd_node.relNode && entry->q->build_id == meta.build_id)
-			q = entry->q;
-		else
+		if (entry->q->relfilenode != index->rd_node.relNode || entry->q->build_id != meta.build_id)
 			IvfpqCacheRemove(entry->q);		/* stale: REINDEX, TRUNCATE, retrain */
+		else if (entry->q->shared_slot >= 0 && !IvfpqSharedPin(entry->q))
+			IvfpqCacheRemove(entry->q);		/* its shared copy was evicted */
+		else
+			q = entry->q;
 	}
 
 	if (q == NULL)
 	{
-		q = IvfpqLoadQuantizer(index, &meta, for_scan);
+		/*
+		 * The shared cache's copy, else read from the pages and offered to
+		 * the shared cache (kept private when it does not fit there).
+		 */
+		q = IvfpqSharedFind(index, &meta);
+		if (q == NULL)
+		{
+			q = IvfpqLoadQuantizer(index, &meta, for_scan);
+			(void) IvfpqSharedPublish(q);
+		}
 		/* Complete: hand it to the cache. */
 		MemoryContextSetParent(q->context, quantizer_cache_context);
 		q->bytes = MemoryContextMemAllocated(q->context, true);
@@ -513,7 +527,13 @@ IvfpqListTermTable(IvfpqQuantizer *q, int list)
 {
 	uint8	   *table = q->term_tables + q->term_table_bytes * list;
 
-	if (!q->term_built[list])
+	/*
+	 * In the shared cache another backend may compute the list at the same
+	 * time: both write the same bytes, and the flag is set only after them.
+	 */
+	if (q->term_built[list])
+		pg_read_barrier();
+	else
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);
 		const float *prepared = q->prepared;
@@ -522,6 +542,7 @@ IvfpqListTermTable(IvfpqQuantizer *q, int list)
 		IvfpqCallCore("ivfpq quantizer cache", [&]() {
 			ivfpq::core::ComputeTermTable(view, prepared, mean, list, table);
 		});
+		pg_write_barrier();
 		q->term_built[list] = true;
 	}
 	return table;

@@ -42,10 +42,13 @@ if ! ivfpq_build_install; then
 fi
 
 # 3. pg_regress + integration tests on a throwaway cluster
-# pg_cron schedules ivfpq_rotate() in test/integration/test_rotation.py.
-IVFPQ_SUITE_CONF="shared_preload_libraries = 'pg_cron'
+# pg_cron schedules ivfpq_rotate() in test/integration/test_rotation.py; ivfpq
+# is preloaded as users run it, with a small shared quantizer cache that
+# test/integration/test_shared_cache.py fills past its size.
+IVFPQ_SUITE_CONF="shared_preload_libraries = 'pg_cron,ivfpq'
 cron.database_name = 'postgres'
-cron.use_background_workers = on"
+cron.use_background_workers = on
+ivfpq.shared_cache_mb = 32"
 IVFPQ_PG_CONF="${IVFPQ_SUITE_CONF}
 ${IVFPQ_PG_CONF:-}" ivfpq_cluster_start suite || { record "cluster start" 0 1; echo "${passed} passed, ${failed} failed"; exit 1; }
 

@@ -1,4 +1,6 @@
-"""The per-backend quantizer cache (src/ivfpq_cache.cpp).
+"""The per-backend quantizer cache (src/ivfpq_cache.cpp): what a backend keeps
+itself when it does not use the shared cache (every session here sets
+ivfpq.shared_cache = off; test_shared_cache.py covers the shared one).
 
 - A query cancelled while it loads an index's quantizer (reading pages,
   preparing codebooks) leaves nothing behind: the backend's "ivfpq quantizer"
@@ -38,6 +40,7 @@ def test_cancelled_load_leaves_no_memory(big_index):
     query = ("SELECT id FROM cache_items ORDER BY e <-> "
              "(SELECT ARRAY(SELECT 1.5 FROM generate_series(1, 64))::vector) LIMIT 5")
     with psycopg.connect(autocommit=True) as conn:
+        conn.execute("SET ivfpq.shared_cache = off")
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET ivfpq.table_cache_mb = 256")
         # Warm everything but our cache: catalogs, relcache, the heap.
@@ -99,6 +102,7 @@ def test_cache_budget(conn):
         conn.execute(f"CREATE INDEX budget_part_{p}_idx ON budget_part_{p} USING ivfpq (e) WITH (lists = 64, m = 16)")
     try:
         with psycopg.connect(autocommit=True) as session:
+            session.execute("SET ivfpq.shared_cache = off")
             session.execute("SET enable_seqscan = off")
             session.execute("SET ivfpq.probes = 64")
             sizes = []
@@ -133,6 +137,7 @@ def test_inserts_do_not_build_term_tables(big_index):
     """An inserting session loads centroids and codebooks only; the term tables
     (room for 4096 lists x 32 x 264 bytes here) come with the session's first scan."""
     with psycopg.connect(autocommit=True) as conn:
+        conn.execute("SET ivfpq.shared_cache = off")
         conn.execute("SET ivfpq.table_cache_mb = 256")
         conn.execute("INSERT INTO cache_items SELECT 0, ARRAY(SELECT 1.5 FROM generate_series(1, 64))::vector")
         count, after_insert = conn.execute(ENTRY_MEMORY).fetchone()
