@@ -345,6 +345,8 @@ extern IvfpqQuantizer *IvfpqSharedFind(Relation index, const IvfpqMetaPageData *
 extern bool IvfpqSharedPublish(IvfpqQuantizer *q);
 extern bool IvfpqSharedPin(IvfpqQuantizer *q);
 extern void IvfpqSharedRelease(void);
+extern const float *IvfpqSharedCoarseBound(IvfpqQuantizer *q);
+extern const float *IvfpqSharedPublishCoarseBound(IvfpqQuantizer *q, const float *bound, Size floats);
 
 /* ---------- ivfpq_insert.cpp ---------- */
 extern void IvfpqAppendEntry(Relation index, IvfpqQuantizer *q, int list,

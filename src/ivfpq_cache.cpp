@@ -378,7 +378,8 @@ IvfpqCacheRecount(IvfpqQuantizer *q)
  * scans, for quantizers too small to have one, and after the bound proved
  * useless.  Each call counts as one use.  The bound is built in its own
  * context and moved under the entry only when complete, so an error leaks
- * nothing.
+ * nothing.  An entry of the shared cache takes the bound another backend
+ * published there, or publishes its own (kept private if the area is full).
  */
 const float *
 IvfpqCoarseBound(IvfpqQuantizer *q)
@@ -388,22 +389,37 @@ IvfpqCoarseBound(IvfpqQuantizer *q)
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);
 
+		Size		floats = ivfpq::core::CoarseBoundFloats(view);
+
 		q->coarse_bound_tried = true;
-		if (ivfpq::core::CoarseBoundFloats(view) > 0)
+		if (floats > 0 && q->shared_slot >= 0)
+			q->coarse_bound = (float *) IvfpqSharedCoarseBound(q);
+		if (floats > 0 && q->coarse_bound == NULL)
 		{
 			MemoryContext bound_context = AllocSetContextCreate(CurrentMemoryContext,
 																"ivfpq coarse bound",
 																ALLOCSET_DEFAULT_SIZES);
-			float	   *bound = (float *) MemoryContextAllocHuge(
-				bound_context, sizeof(float) * ivfpq::core::CoarseBoundFloats(view));
+			float	   *bound = (float *) MemoryContextAllocHuge(bound_context, sizeof(float) * floats);
+			const float *shared_bound = NULL;
 
 			IvfpqCallCore("ivfpq coarse bound", [&]() {
 				ivfpq::core::PrepareCoarseBound(view, bound);
 			});
-			MemoryContextSetParent(bound_context, q->context);
-			q->coarse_bound = bound;
-			q->coarse_bound_context = bound_context;
-			IvfpqCacheRecount(q);
+			/* A shared entry's bound is shared too, when the area has room. */
+			if (q->shared_slot >= 0)
+				shared_bound = IvfpqSharedPublishCoarseBound(q, bound, floats);
+			if (shared_bound != NULL)
+			{
+				MemoryContextDelete(bound_context);
+				q->coarse_bound = (float *) shared_bound;
+			}
+			else
+			{
+				MemoryContextSetParent(bound_context, q->context);
+				q->coarse_bound = bound;
+				q->coarse_bound_context = bound_context;
+				IvfpqCacheRecount(q);
+			}
 		}
 	}
 	return q->coarse_bound;
@@ -422,7 +438,8 @@ IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads)
 	if (q->bounded_searches == IVFPQ_COARSE_BOUND_TRIAL &&
 		q->bounded_reads > q->bounded_searches * (uint64) q->shape.lists / 2)
 	{
-		MemoryContextDelete(q->coarse_bound_context);
+		if (q->coarse_bound_context != NULL)
+			MemoryContextDelete(q->coarse_bound_context);	/* else the shared copy: just stop using it */
 		q->coarse_bound = NULL;
 		q->coarse_bound_context = NULL;
 		IvfpqCacheRecount(q);

@@ -78,6 +78,8 @@ typedef struct IvfpqSharedSlot
 	BlockNumber directory_start;
 	Size		prepared_floats;
 	Size		term_table_bytes;	/* 0: no term tables */
+	dsa_pointer coarse_bound;	/* core PrepareCoarseBound() data, or Invalid:
+								 * added by the first backend that prepares it */
 } IvfpqSharedSlot;
 
 typedef struct IvfpqSharedControl
@@ -203,6 +205,8 @@ IvfpqSharedCacheInit(void)
 	shmem_startup_hook = IvfpqSharedStartup;
 }
 
+static void IvfpqSharedDrop(IvfpqSharedSlot *slot);
+
 /* Release this backend's pins (transaction end, or exit). */
 void
 IvfpqSharedRelease(void)
@@ -218,9 +222,8 @@ IvfpqSharedRelease(void)
 		slot->pins--;
 		if (slot->pins == 0 && slot->retired)
 		{
-			dsa_free(area, slot->chunk);
-			slot->generation = 0;
 			slot->retired = false;
+			IvfpqSharedDrop(slot);
 		}
 	}
 	LWLockRelease(control_lock);
@@ -350,6 +353,8 @@ IvfpqSharedDrop(IvfpqSharedSlot *slot)
 	else
 	{
 		dsa_free(area, slot->chunk);
+		if (DsaPointerIsValid(slot->coarse_bound))
+			dsa_free(area, slot->coarse_bound);
 		slot->generation = 0;
 	}
 }
@@ -587,6 +592,7 @@ IvfpqSharedPublish(IvfpqQuantizer *q)
 			}
 			*slot = want;
 			slot->chunk = chunk;
+			slot->coarse_bound = InvalidDsaPointer;
 			slot->generation = control->next_generation++;
 			IvfpqSharedPinSlot(q, slot_number);
 			IvfpqSharedView(q, slot_number);
@@ -601,6 +607,61 @@ IvfpqSharedPublish(IvfpqQuantizer *q)
 			if (private_arrays[i] != NULL)
 				pfree(private_arrays[i]);
 	return published;
+}
+
+/*
+ * The coarse bound of a shared entry (pinned by this transaction): the shared
+ * copy if a backend has published one, else NULL.
+ */
+const float *
+IvfpqSharedCoarseBound(IvfpqQuantizer *q)
+{
+	const float *bound = NULL;
+	IvfpqSharedSlot *slot;
+
+	Assert(q->shared_slot >= 0 && q->shared_epoch == pin_epoch);
+	LWLockAcquire(control_lock, LW_SHARED);
+	slot = &control->slots[q->shared_slot];
+	if (slot->generation == q->shared_generation && DsaPointerIsValid(slot->coarse_bound))
+		bound = (const float *) dsa_get_address(area, slot->coarse_bound);
+	LWLockRelease(control_lock);
+	return bound;
+}
+
+/*
+ * Offer a coarse bound this backend prepared (floats long) to a shared entry
+ * pinned by this transaction: the shared copy (this one, or one another
+ * backend published first), or NULL when the area has no room for it, and
+ * the caller keeps its own.  Never evicts: the bound only saves time.
+ */
+const float *
+IvfpqSharedPublishCoarseBound(IvfpqQuantizer *q, const float *bound, Size floats)
+{
+	const float *shared_bound = NULL;
+	IvfpqSharedSlot *slot;
+
+	Assert(q->shared_slot >= 0 && q->shared_epoch == pin_epoch);
+	LWLockAcquire(control_lock, LW_EXCLUSIVE);
+	slot = &control->slots[q->shared_slot];
+	if (slot->generation == q->shared_generation)
+	{
+		if (!DsaPointerIsValid(slot->coarse_bound))
+		{
+			dsa_pointer chunk = dsa_allocate_extended(area, sizeof(float) * floats,
+													  DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+
+			if (DsaPointerIsValid(chunk))
+			{
+				memcpy(dsa_get_address(area, chunk), bound, sizeof(float) * floats);
+				slot->coarse_bound = chunk;
+				slot->bytes += sizeof(float) * floats;
+			}
+		}
+		if (DsaPointerIsValid(slot->coarse_bound))
+			shared_bound = (const float *) dsa_get_address(area, slot->coarse_bound);
+	}
+	LWLockRelease(control_lock);
+	return shared_bound;
 }
 
 /*

@@ -9,7 +9,12 @@ centroid.  The answers must not change:
   own vector that probes one list finds it;
 - a search through the bound returns exactly what the same search returns in
   a fresh session that reads every centroid (same lists probed), also when
-  the scan goes on past its first lists (a filter that drops most rows).
+  the scan goes on past its first lists (a filter that drops most rows);
+- with the shared quantizer cache the first session to prepare the bound
+  publishes it next to the shared entry, and the others take it from there
+  instead of preparing their own.
+These sessions keep their own quantizers (ivfpq.shared_cache = off) except in
+the last test.
 """
 import numpy as np
 import psycopg
@@ -58,10 +63,18 @@ def search(conn, q, limit=10, where=""):
         f"SELECT id FROM bound_t {where} ORDER BY e <-> %s::vector LIMIT {limit}", (vec(q),))]
 
 
-def index_session():
+def index_session(shared=False):
     c = psycopg.connect(autocommit=True)
     c.execute("SET enable_seqscan = off")
+    if not shared:
+        c.execute("SET ivfpq.shared_cache = off")
     return c
+
+
+def shared_entry_bytes(conn):
+    return conn.execute(
+        "SELECT bytes FROM ivfpq_shared_cache() WHERE index = 'bound_idx'::regclass "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()[0]
 
 
 def test_inserts_through_the_bound_land_in_their_nearest_list(big):
@@ -95,3 +108,29 @@ def test_searches_through_the_bound_return_what_a_full_scan_returns(big):
             where = "WHERE id %% 50 = 7"
             assert search(through_bound, q, 10, where) == search(fresh, q, 10, where)
         assert bound_contexts(fresh) == 0
+
+
+def test_the_bound_is_shared_with_the_shared_cache(big):
+    conn, rng, basis = big
+    new_rows = structured(rng, WARMUP, basis)
+    queries = structured(rng, WARMUP + 40, basis)
+    # floats of the bound: (2 x dim + lists) x 64 (ivfpq_core.h)
+    bound_bytes = 4 * (2 * DIM + LISTS) * 64
+    with index_session(shared=True) as inserter, index_session(shared=True) as searcher, \
+            index_session() as fresh:
+        inserter.execute("INSERT INTO bound_t VALUES (%s, %s::vector)", (200_000, vec(new_rows[0])))
+        before = shared_entry_bytes(conn)
+        for i, r in enumerate(new_rows[1:]):
+            inserter.execute("INSERT INTO bound_t VALUES (%s, %s::vector)", (200_001 + i, vec(r)))
+        assert bound_contexts(inserter) == 0, "the bound stayed private"
+        published = shared_entry_bytes(conn)
+        assert published - before >= bound_bytes * 0.9, (before, published)
+
+        for c in (searcher, fresh):
+            c.execute("SET ivfpq.probes = 4")
+        for q in queries[:WARMUP]:
+            search(searcher, q)
+        assert bound_contexts(searcher) == 0, "the searcher prepared a bound of its own"
+        assert shared_entry_bytes(conn) == published
+        for q in queries[WARMUP:]:
+            assert search(searcher, q) == search(fresh, q)
