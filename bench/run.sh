@@ -42,7 +42,8 @@ jit = off
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 effective_cache_size = 8GB
-max_connections = 130}"
+max_connections = 130
+shared_preload_libraries = 'ivfpq'}"
 
 ivfpq_install_deps
 [ "${IVFPQ_NO_INSTALL:-0}" = 1 ] || ivfpq_build_install

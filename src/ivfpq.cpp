@@ -18,7 +18,7 @@ void		_PG_init(void);
 int			ivfpq_probes = 10;
 int			ivfpq_rerank = 100;
 int			ivfpq_max_probes = 0;
-int			ivfpq_table_cache_mb = 64;
+int			ivfpq_table_cache_mb = 128;
 int			ivfpq_cache_mb = 256;
 bool		ivfpq_share_rerank = false;
 
@@ -94,11 +94,11 @@ _PG_init(void)
 							&ivfpq_max_probes, 0, 0, 65536,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("ivfpq.table_cache_mb",
-							"Per-backend memory for each L2/cosine index's precomputed distance terms.",
+							"Memory for each L2/cosine index's precomputed distance terms (in the shared cache, or per backend).",
 							"With the terms cached, a probed list's distance table costs m x 256 additions "
 							"instead of a pass over all codewords.  A list's terms are computed when a scan first probes it.  "
 							"0 disables the cache.",
-							&ivfpq_table_cache_mb, 64, 0, 65536,
+							&ivfpq_table_cache_mb, 128, 0, 65536,
 							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomIntVariable("ivfpq.cache_mb",
 							"Per-backend memory for quantizers (centroids, codebooks, distance terms) this backend keeps itself.",
