@@ -235,3 +235,52 @@ def test_cancelled_term_computation_keeps_answers_right(shared):
         assert shared.execute(ENTRY, ("shared_cancel_idx",)).fetchone()[4] == 2048
     finally:
         shared.execute("DROP TABLE shared_cancel")
+
+
+def test_concurrent_sessions_under_eviction_and_reindex(shared, many):
+    """Four sessions query the five indexes in turn (more than the cache holds,
+    so entries are evicted and published all the time) while a fifth
+    re-indexes them: every answer equals the exact one, and no pin is left."""
+    import random
+    import threading
+
+    expected = {}
+    with session() as c:
+        for name in many:
+            expected[name] = {q: exact(c, name, q) for q in (3, 77, 1500)}
+    errors = []
+    stop = threading.Event()
+
+    def reader(seed):
+        rnd = random.Random(seed)
+        try:
+            with session(probes=512, rerank=3000, table_cache_mb=64) as c:
+                for _ in range(25):
+                    name = rnd.choice(many)
+                    q = rnd.choice((3, 77, 1500))
+                    got = nearest(c, name, q)
+                    if got != expected[name][q]:
+                        errors.append((name, q, got, expected[name][q]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    def reindexer():
+        try:
+            with psycopg.connect(autocommit=True) as c:
+                while not stop.is_set():
+                    c.execute(f"REINDEX INDEX {random.choice(many)}_idx")
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    readers = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    rebuild = threading.Thread(target=reindexer)
+    for t in readers + [rebuild]:
+        t.start()
+    for t in readers:
+        t.join(timeout=600)
+    stop.set()
+    rebuild.join(timeout=600)
+    assert errors == []
+    assert shared.execute("SELECT coalesce(sum(pins), 0) FROM ivfpq_shared_cache()").fetchone()[0] == 0
+    used, capacity = shared.execute("SELECT used_bytes, capacity_bytes FROM ivfpq_shared_cache_stats()").fetchone()
+    assert used <= capacity
