@@ -186,17 +186,25 @@ IvfpqSharedStartup(void)
 void
 IvfpqSharedCacheInit(void)
 {
+	DefineCustomBoolVariable("ivfpq.shared_cache",
+							 "Uses the shared quantizer cache when there is one.",
+							 "Off: this session reads and keeps its own copies of quantizers, as without preloading.",
+							 &ivfpq_shared_cache_enabled, true, PGC_USERSET, 0, NULL, NULL, NULL);
+
+	/*
+	 * A PGC_POSTMASTER variable can only be defined while preloading: later,
+	 * Postgres ends the backend with a FATAL error.  Loaded by CREATE
+	 * EXTENSION or a first query there is no shared cache to size anyway.
+	 */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
 	DefineCustomIntVariable("ivfpq.shared_cache_mb",
 							"Shared memory for quantizers cached by all backends together.",
 							"Takes effect only with ivfpq in shared_preload_libraries; 0 disables the shared cache "
 							"(each backend then keeps its own copies, up to ivfpq.cache_mb).",
 							&ivfpq_shared_cache_mb, 256, 0, 1024 * 1024,
 							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
-	DefineCustomBoolVariable("ivfpq.shared_cache",
-							 "Uses the shared quantizer cache when there is one.",
-							 "Off: this session reads and keeps its own copies of quantizers, as without preloading.",
-							 &ivfpq_shared_cache_enabled, true, PGC_USERSET, 0, NULL, NULL, NULL);
-	if (!process_shared_preload_libraries_in_progress || ivfpq_shared_cache_mb <= 0)
+	if (ivfpq_shared_cache_mb <= 0)
 		return;
 	shared_requested = true;
 	prev_shmem_request_hook = shmem_request_hook;
