@@ -231,6 +231,16 @@ void		EncodeResiduals(const QuantizerView &q, const float *x,
 							const int32_t *lists, size_t n, uint8_t *codes_out);
 
 /*
+ * AssignLists() then EncodeResiduals() for one batch, when 'participants'
+ * processes (a parallel index build: workers and leader) encode batches at
+ * the same time: each call uses its share of the OpenMP threads (at least
+ * one), so the processes do not oversubscribe the CPUs and spin-wait on each
+ * other.  participants <= 1 leaves the thread count as it is.
+ */
+void		AssignAndEncode(const QuantizerView &q, const float *x, size_t n,
+							int participants, int32_t *lists_out, uint8_t *codes_out);
+
+/*
  * Ordering distance from query to every centroid, used to choose the lists
  * to probe (smaller = probe first).  L2/Cosine: squared L2; InnerProduct:
  * -(q . c).  Writes q.lists floats.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "kernel_sets.h"
 
@@ -686,6 +687,36 @@ TEST(Train, ToleranceStopsEarlyAndKeepsTheQuantizationError)
 	EXPECT_EQ(stiff_report.coarse_iterations, 2);
 	EXPECT_EQ(stiff_report.pq_iterations_max, 2);
 	EXPECT_DOUBLE_EQ(stiff_report.pq_iterations_mean, 2.0);
+}
+
+TEST(Quantizer, AssignAndEncodeMatchesItsPartsAndKeepsTheThreadCount)
+{
+	const size_t n = 3000, dim = 32, m = 8, lists = 16;
+	auto		data = ClusteredData(n, dim, lists, 64);
+	TrainConfig config = Config(dim, lists, m);
+	std::vector<float> centroids(lists * dim), codebooks(m * kKsub * (dim / m));
+
+	Train(config, data.data(), n, centroids.data(), codebooks.data());
+
+	QuantizerView q = View(dim, lists, m, Metric::L2, centroids, codebooks);
+	std::vector<int32_t> lists_expected(n), lists_got(n);
+	std::vector<uint8_t> codes_expected(n * m), codes_got(n * m);
+
+	AssignLists(q, data.data(), n, lists_expected.data());
+	EncodeResiduals(q, data.data(), lists_expected.data(), n, codes_expected.data());
+	int			saved_threads = omp_get_max_threads();
+
+	omp_set_num_threads(3);
+	for (int participants : {0, 1, 2, 8})
+	{
+		std::fill(lists_got.begin(), lists_got.end(), -1);
+		std::fill(codes_got.begin(), codes_got.end(), 0);
+		AssignAndEncode(q, data.data(), n, participants, lists_got.data(), codes_got.data());
+		EXPECT_EQ(lists_got, lists_expected) << participants << " participants";
+		EXPECT_EQ(codes_got, codes_expected) << participants << " participants";
+		EXPECT_EQ(omp_get_max_threads(), 3) << participants << " participants";
+	}
+	omp_set_num_threads(saved_threads);
 }
 
 TEST(Train, EarlyStoppingIsDeterministicAcrossThreads)
