@@ -118,6 +118,7 @@ typedef struct IvfpqBuildState
 	uint8	   *batch_codes;
 	uint8	   *batch_filters;	/* per row: the filter columns' payload bytes */
 	int			batch_count;
+	int			participants;	/* processes encoding at once (0: serial build) */
 	Tuplesortstate *sort;
 	TupleDesc	sort_desc;
 	TupleTableSlot *sort_slot;
@@ -375,10 +376,10 @@ IvfpqFlushBatch(IvfpqBuildState *state)
 		float	   *batch = state->batch;
 		int32	   *lists = state->batch_lists;
 		uint8	   *codes = state->batch_codes;
+		int			participants = state->participants;
 
 		IvfpqCallCore("ivfpq encoding", [&]() {
-			ivfpq::core::AssignLists(view, batch, (size_t) n, lists);
-			ivfpq::core::EncodeResiduals(view, batch, lists, (size_t) n, codes);
+			ivfpq::core::AssignAndEncode(view, batch, (size_t) n, participants, lists, codes);
 		});
 	}
 	else
@@ -732,6 +733,14 @@ IvfpqParallelScanAndSort(IvfpqBuildState *state, IvfpqShared *shared, Sharedsort
 	SortCoordinate coordinate = (SortCoordinate) palloc0(sizeof(SortCoordinateData));
 	TableScanDesc scan;
 
+	/*
+	 * Encoding threads are shared among the participants.  A worker may read
+	 * the planned count before the leader corrects it to the launched one;
+	 * there are at least two (the leader takes part).
+	 */
+	SpinLockAcquire(&shared->mutex);
+	state->participants = Max(shared->participants, 2);
+	SpinLockRelease(&shared->mutex);
 	coordinate->isWorker = true;
 	coordinate->nParticipants = -1;
 	coordinate->sharedsort = sharedsort;
