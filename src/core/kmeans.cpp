@@ -1,7 +1,8 @@
 /*
  * kmeans.cpp
  *		Plain k-means on FAISS, the smallest core entry point that proves the
- *		FAISS link and the error/interrupt chain end to end.
+ *		FAISS link and the error/interrupt chain end to end; also the coarse
+ *		k-means of training, with its early stopping.
  */
 #include <cmath>
 #include <string>

@@ -9,6 +9,8 @@
  * kernels of pq_kernels.h, with FAISS-style splitting of empty clusters.  It
  * is deterministic for a given seed whatever the number of threads: every
  * sub-quantizer has its own random stream and is trained by one thread.
+ * Every k-means, coarse and PQ, may stop before its iteration cap once an
+ * iteration gains less than config.tolerance of its objective.
  * config.threads is the OpenMP thread count of that stage; the coarse FAISS
  * k-means runs on one OpenMP thread and gets its parallelism from BLAS.
  */
