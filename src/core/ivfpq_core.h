@@ -88,12 +88,16 @@ double		CosineDistance(const float *a, const float *b, size_t dim);
 
 /*
  * Train k centroids on n x dim points with FAISS k-means (L2).  Writes
- * k x dim floats to centroids_out.  Throws InvalidParameter if n < k or k or
- * dim is 0; Cancelled if interrupted.  threads <= 0 means "leave as is".
+ * k x dim floats to centroids_out and returns the iterations run.  With
+ * tolerance > 0 it stops before 'iterations' once an iteration lowers the
+ * k-means objective (sum of squared distances to the nearest centroid) by
+ * less than that fraction; the result is then exactly the first iterations
+ * of the full run.  Throws InvalidParameter if n < k or k or dim is 0;
+ * Cancelled if interrupted.  threads <= 0 means "leave as is".
  */
-void		KMeans(const float *points, size_t n, size_t dim, size_t k,
+int			KMeans(const float *points, size_t n, size_t dim, size_t k,
 				   int iterations, uint64_t seed, int threads,
-				   float *centroids_out);
+				   float *centroids_out, double tolerance = 0.0);
 
 /* ---------- the IVF_PQ quantizer ---------- */
 
@@ -146,11 +150,26 @@ CodebookSize(const QuantizerView &q)
 /* A training run: the shape to train (metric is not used: training is L2). */
 struct TrainConfig : QuantizerShape
 {
-	int			coarse_iterations;	/* k-means iterations for centroids */
-	int			pq_iterations;		/* k-means iterations per sub-quantizer */
+	int			coarse_iterations;	/* most k-means iterations for centroids */
+	int			pq_iterations;		/* most k-means iterations per sub-quantizer */
 	size_t		max_pq_rows;		/* residual rows used to train the PQ; 0 = all */
 	uint64_t	seed;
 	int			threads;			/* OpenMP threads for training; <= 0 = as is */
+
+	/*
+	 * Early stopping of every k-means (coarse and per sub-quantizer): stop
+	 * once an iteration lowers the objective by less than this fraction of
+	 * it.  0 runs every iteration.
+	 */
+	double		tolerance = 0.0;
+};
+
+/* What a training run did (for tests and reports). */
+struct TrainReport
+{
+	int			coarse_iterations;	/* coarse k-means iterations run */
+	int			pq_iterations_max;	/* most iterations any sub-quantizer ran */
+	double		pq_iterations_mean;	/* mean over the sub-quantizers */
 };
 
 /*
@@ -168,7 +187,8 @@ size_t		TrainingMemoryBytes(const TrainConfig &config, size_t sample_rows);
  * Throws InvalidParameter for inconsistent dims (dim % m != 0, nbits != 8...).
  */
 void		Train(const TrainConfig &config, const float *sample, size_t n,
-				  float *centroids_out, float *codebooks_out);
+				  float *centroids_out, float *codebooks_out,
+				  TrainReport *report = nullptr);
 
 /*
  * Nearest centroid (L2) for each of n vectors: lists_out[i] in [0, lists).
@@ -209,6 +229,16 @@ size_t		NearestListsBounded(const QuantizerView &q, const float *bound, const fl
  */
 void		EncodeResiduals(const QuantizerView &q, const float *x,
 							const int32_t *lists, size_t n, uint8_t *codes_out);
+
+/*
+ * AssignLists() then EncodeResiduals() for one batch, when 'participants'
+ * processes (a parallel index build: workers and leader) encode batches at
+ * the same time: each call uses its share of the OpenMP threads (at least
+ * one), so the processes do not oversubscribe the CPUs and spin-wait on each
+ * other.  participants <= 1 leaves the thread count as it is.
+ */
+void		AssignAndEncode(const QuantizerView &q, const float *x, size_t n,
+							int participants, int32_t *lists_out, uint8_t *codes_out);
 
 /*
  * Ordering distance from query to every centroid, used to choose the lists

@@ -22,6 +22,7 @@
 
 #include "core_error.h"
 #include "kernels.h"
+#include "omp_threads.h"
 #include "pq_kernels.h"
 
 /* Fortran BLAS, provided by OpenBLAS (FAISS links against it as well). */
@@ -976,6 +977,18 @@ EncodeResiduals(const QuantizerView &q, const float *x, const int32_t *lists,
 		PrepareQuantizer(q, prepared.data());
 		EncodeResidualsBatch(q, prepared.data(), x, lists, n, codes_out);
 	}
+}
+
+/* Lists and codes of a batch on this process's share of the threads. */
+void
+AssignAndEncode(const QuantizerView &q, const float *x, size_t n, int participants,
+				int32_t *lists_out, uint8_t *codes_out)
+{
+	int			threads = participants > 1 ? std::max(1, omp_get_max_threads() / participants) : 0;
+	OmpThreadsScope scope(threads);
+
+	AssignLists(q, x, n, lists_out);
+	EncodeResiduals(q, x, lists_out, n, codes_out);
 }
 
 /* EncodeResiduals() with the codebooks already prepared. */

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "kernel_sets.h"
 
@@ -596,6 +597,144 @@ TEST(Train, RejectsInvalidParameters)
 	bad = good;
 	bad.pq_iterations = 0;
 	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.tolerance = -0.01;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
+	bad.tolerance = std::nan("");
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+}
+
+/* Sum of squared distances from each point to its nearest centroid. */
+double
+KMeansObjective(const std::vector<float> &points, const std::vector<float> &centroids, size_t dim)
+{
+	size_t		n = points.size() / dim;
+	size_t		k = centroids.size() / dim;
+	double		total = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		double		best = std::numeric_limits<double>::infinity();
+
+		for (size_t c = 0; c < k; c++)
+			best = std::min(best, ReferenceL2(points.data() + i * dim, centroids.data() + c * dim, dim));
+		total += best;
+	}
+	return total;
+}
+
+TEST(KMeans, ToleranceStopsEarlyOnThePathOfTheFullRun)
+{
+	/* Large enough for a single FAISS run (no restarts): 20000 x 32 into 64. */
+	const size_t n = 20000, dim = 32, k = 64;
+	const int	iterations = 40;
+	auto		points = ClusteredData(n, dim, 200, 61);
+	std::vector<float> full(k * dim), early(k * dim), prefix(k * dim);
+
+	EXPECT_EQ(KMeans(points.data(), n, dim, k, iterations, 7, 1, full.data()), iterations);
+	int			run = KMeans(points.data(), n, dim, k, iterations, 7, 1, early.data(), 1e-3);
+
+	/* It stopped early... */
+	EXPECT_GE(run, 2);
+	EXPECT_LT(run, iterations);
+	/* ...with exactly the centroids the full run had after as many iterations... */
+	EXPECT_EQ(KMeans(points.data(), n, dim, k, run, 7, 1, prefix.data()), run);
+	EXPECT_EQ(early, prefix);
+
+	/* ...and an objective close to the full run's. */
+	double		full_objective = KMeansObjective(points, full, dim);
+	double		early_objective = KMeansObjective(points, early, dim);
+
+	EXPECT_LE(early_objective, 1.02 * full_objective);
+
+	/* A tolerance no iteration can meet stops at the second iteration. */
+	EXPECT_EQ(KMeans(points.data(), n, dim, k, iterations, 7, 1, early.data(), 1.0), 2);
+}
+
+TEST(Train, ToleranceStopsEarlyAndKeepsTheQuantizationError)
+{
+	/* Unstructured data: k-means keeps improving slowly for many iterations. */
+	const size_t n = 20000, dim = 32, m = 8, lists = 64;
+	auto		data = GaussianFloats(n * dim, 1.0f, 62);
+	TrainConfig config = Config(dim, lists, m);
+	std::vector<float> centroids(lists * dim), codebooks(m * kKsub * (dim / m));
+	TrainReport full_report, early_report, stiff_report;
+
+	config.coarse_iterations = 30;
+	config.pq_iterations = 30;
+	config.max_pq_rows = 0;
+	Train(config, data.data(), n, centroids.data(), codebooks.data(), &full_report);
+	double		full_error = ReconstructionError(View(dim, lists, m, Metric::L2, centroids, codebooks),
+												 data.data(), n);
+
+	EXPECT_EQ(full_report.coarse_iterations, 30);
+	EXPECT_EQ(full_report.pq_iterations_max, 30);
+
+	config.tolerance = 2e-3;
+	Train(config, data.data(), n, centroids.data(), codebooks.data(), &early_report);
+	double		early_error = ReconstructionError(View(dim, lists, m, Metric::L2, centroids, codebooks),
+												  data.data(), n);
+
+	EXPECT_LT(early_report.coarse_iterations, 30);
+	EXPECT_LT(early_report.pq_iterations_mean, 25.0);
+	EXPECT_GE(early_report.pq_iterations_mean, 2.0);
+	EXPECT_LE(early_error, 1.03 * full_error);
+
+	/* Every k-means stops at its second iteration when no gain is enough. */
+	config.tolerance = 1.0;
+	Train(config, data.data(), n, centroids.data(), codebooks.data(), &stiff_report);
+	EXPECT_EQ(stiff_report.coarse_iterations, 2);
+	EXPECT_EQ(stiff_report.pq_iterations_max, 2);
+	EXPECT_DOUBLE_EQ(stiff_report.pq_iterations_mean, 2.0);
+}
+
+TEST(Quantizer, AssignAndEncodeMatchesItsPartsAndKeepsTheThreadCount)
+{
+	const size_t n = 3000, dim = 32, m = 8, lists = 16;
+	auto		data = ClusteredData(n, dim, lists, 64);
+	TrainConfig config = Config(dim, lists, m);
+	std::vector<float> centroids(lists * dim), codebooks(m * kKsub * (dim / m));
+
+	Train(config, data.data(), n, centroids.data(), codebooks.data());
+
+	QuantizerView q = View(dim, lists, m, Metric::L2, centroids, codebooks);
+	std::vector<int32_t> lists_expected(n), lists_got(n);
+	std::vector<uint8_t> codes_expected(n * m), codes_got(n * m);
+
+	AssignLists(q, data.data(), n, lists_expected.data());
+	EncodeResiduals(q, data.data(), lists_expected.data(), n, codes_expected.data());
+	int			saved_threads = omp_get_max_threads();
+
+	omp_set_num_threads(3);
+	for (int participants : {0, 1, 2, 8})
+	{
+		std::fill(lists_got.begin(), lists_got.end(), -1);
+		std::fill(codes_got.begin(), codes_got.end(), 0);
+		AssignAndEncode(q, data.data(), n, participants, lists_got.data(), codes_got.data());
+		EXPECT_EQ(lists_got, lists_expected) << participants << " participants";
+		EXPECT_EQ(codes_got, codes_expected) << participants << " participants";
+		EXPECT_EQ(omp_get_max_threads(), 3) << participants << " participants";
+	}
+	omp_set_num_threads(saved_threads);
+}
+
+TEST(Train, EarlyStoppingIsDeterministicAcrossThreads)
+{
+	const size_t n = 6000, dim = 24, m = 6, lists = 16;
+	auto		data = GaussianFloats(n * dim, 1.0f, 63);
+	TrainConfig config = Config(dim, lists, m);
+	std::vector<float> centroids1(lists * dim), centroids2(lists * dim);
+	std::vector<float> codebooks1(m * kKsub * (dim / m)), codebooks2(m * kKsub * (dim / m));
+
+	config.tolerance = 5e-3;
+	config.pq_iterations = 25;
+	config.threads = 1;
+	Train(config, data.data(), n, centroids1.data(), codebooks1.data());
+	config.threads = 2;
+	Train(config, data.data(), n, centroids2.data(), codebooks2.data());
+	EXPECT_EQ(centroids1, centroids2);
+	EXPECT_EQ(codebooks1, codebooks2);
 }
 
 TEST(Train, RejectsNaNAndInfinity)
