@@ -14,6 +14,11 @@
  * partitions than the budget holds still runs, over budget until it ends.
  * Pins are cleared at transaction end.
  *
+ * With ivfpq preloaded, an entry's arrays (and its term tables and coarse
+ * bound) usually live in the shared cache (ivfpq_shared_cache.cpp): the entry
+ * then holds pointers into it, valid while the transaction pins the shared
+ * slot, and only its per-backend parts (first pages, side pages) here.
+ *
  * Errors: an entry is built in a context under the caller's (query-lifetime)
  * memory context and moved under the cache only once complete, so an error
  * or a cancel while it loads (reading pages, preparing codebooks, building
@@ -388,7 +393,6 @@ IvfpqCoarseBound(IvfpqQuantizer *q)
 	if (!q->coarse_bound_tried && q->coarse_uses >= IVFPQ_COARSE_BOUND_AFTER)
 	{
 		ivfpq::core::QuantizerView view = IvfpqView(q);
-
 		Size		floats = ivfpq::core::CoarseBoundFloats(view);
 
 		q->coarse_bound_tried = true;
