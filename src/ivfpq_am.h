@@ -335,6 +335,7 @@ extern BlockNumber IvfpqListFirstBlock(Relation index, IvfpqQuantizer *q, int li
 extern BlockNumber *IvfpqCacheListBlocks(IvfpqQuantizer *q);
 extern IvfpqListLayout IvfpqQuantizerLayout(const IvfpqQuantizer *q);
 extern const uint8 *IvfpqListTermTable(IvfpqQuantizer *q, int list);
+extern Size IvfpqTermTableRoom(const IvfpqQuantizer *q);
 extern void IvfpqCoarseBoundReads(IvfpqQuantizer *q, size_t reads);
 
 /* ---------- ivfpq_shared_cache.cpp ---------- */

@@ -181,6 +181,24 @@ IvfpqCacheEvict(const IvfpqQuantizer *keep)
 }
 
 /*
+ * Bytes of one list's term table when the terms of all lists fit
+ * ivfpq.table_cache_mb, else 0 (also for inner product, which has none, and
+ * while the setting is 0).  The rule for private and shared entries alike.
+ */
+Size
+IvfpqTermTableRoom(const IvfpqQuantizer *q)
+{
+	Size		per_list;
+
+	if (ivfpq_table_cache_mb <= 0 || q->shape.metric == IVFPQ_METRIC_IP)
+		return 0;
+	per_list = ivfpq::core::TermTableBytes(IvfpqView(q));
+	if ((double) per_list * q->shape.lists > (double) ivfpq_table_cache_mb * 1024 * 1024)
+		return 0;
+	return per_list;
+}
+
+/*
  * Room for every list's distance terms (L2 and cosine; IndexIVFPQ's
  * "precomputed tables") when they fit ivfpq.table_cache_mb, allocated in
  * context; otherwise leave q->term_tables NULL and the scan computes full
@@ -203,15 +221,10 @@ IvfpqBuildTermTables(IvfpqQuantizer *q, MemoryContext context)
 
 	if (ivfpq_table_cache_mb <= 0)
 		return;					/* tried again once the setting allows */
-	if (q->shape.metric == IVFPQ_METRIC_IP)
+	per_list = IvfpqTermTableRoom(q);
+	if (per_list == 0)
 	{
-		q->term_tables_tried = true;	/* inner product has no term tables */
-		return;
-	}
-	per_list = ivfpq::core::TermTableBytes(view);
-	if ((double) per_list * lists > (double) ivfpq_table_cache_mb * 1024 * 1024)
-	{
-		q->term_tables_tried = true;
+		q->term_tables_tried = true;	/* inner product, or too large */
 		return;
 	}
 	mean = (float *) MemoryContextAlloc(context, sizeof(float) * q->shape.dim);

@@ -508,23 +508,18 @@ IvfpqSharedPublish(IvfpqQuantizer *q)
 	want.directory_start = q->directory_start;
 	want.prepared_floats = ivfpq::core::PreparedQuantizerFloats(view);
 	/* Room for the terms under the same rule as a private entry's. */
-	if (q->shape.metric != IVFPQ_METRIC_IP && ivfpq_table_cache_mb > 0)
+	want.term_table_bytes = IvfpqTermTableRoom(q);
+	if (want.term_table_bytes > 0)
 	{
-		Size		per_list = ivfpq::core::TermTableBytes(view);
-
-		if ((double) per_list * q->shape.lists <= (double) ivfpq_table_cache_mb * 1024 * 1024)
+		mean = q->centroid_center;
+		if (mean == NULL)
 		{
-			want.term_table_bytes = per_list;
-			mean = q->centroid_center;
-			if (mean == NULL)
-			{
-				float	   *computed = (float *) MemoryContextAlloc(q->context, sizeof(float) * q->shape.dim);
+			float	   *computed = (float *) MemoryContextAlloc(q->context, sizeof(float) * q->shape.dim);
 
-				IvfpqCallCore("ivfpq quantizer cache", [&]() {
-					ivfpq::core::CentroidCenter(view, computed);
-				});
-				mean = computed;
-			}
+			IvfpqCallCore("ivfpq quantizer cache", [&]() {
+				ivfpq::core::CentroidCenter(view, computed);
+			});
+			mean = computed;
 		}
 	}
 	IvfpqSharedOffsets(&want, &parts);
