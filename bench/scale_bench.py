@@ -17,7 +17,13 @@ Steps, on one cluster, in one run:
   4. cold and warm heap at the chosen setting: the server is restarted (shared buffers empty) and,
      with --drop-caches, the kernel's page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches:
      the whole machine's cache); the queries run once (cold), then once more (warm);
-  5. results printed and written to bench/results/scale-<date>.{md,json} (--results overrides).
+  5. cold heap, warm index (the issue's "cold heap"; skip with --no-cold-heap): for each setting of
+     --cold-settings (default: the chosen one), the server restarted, the kernel's page cache
+     dropped, the index (only) loaded with pg_prewarm and one untimed query run (the quantizer),
+     then the queries once; and one more such pass that runs every query under
+     EXPLAIN (ANALYZE, BUFFERS) with track_io_timing and counts the heap and index blocks each
+     query read (pg_stat_get_xact_blocks_*): where the cold time goes;
+  6. results printed and written to bench/results/scale-<date>.{md,json} (--results overrides).
 
     bash bench/scale.sh                                  # 1M, 3M, 10M (hours on this machine)
     bash bench/scale.sh --sizes 200000,500000 --queries 50   # smoke run
@@ -27,6 +33,7 @@ directory, whose data/ holds the cluster, which the script restarts for the cold
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -57,8 +64,16 @@ def parse_args(argv=None):
     ap.add_argument("--target", type=float, default=0.95, help="recall@10 target (default %(default)s)")
     ap.add_argument("--drop-caches", action="store_true",
                     help="drop the kernel's page cache before the cold runs (the whole machine's)")
+    ap.add_argument("--no-cold-heap", dest="cold_heap", action="store_false",
+                    help="skip the cold-heap passes (they drop the whole machine's page cache)")
+    ap.add_argument("--cold-settings", default="",
+                    help="probes/rerank pairs for the cold-heap passes, e.g. 64/150,64/200 (default: the chosen)")
+    ap.add_argument("--keep-table", action="store_true",
+                    help="keep the table and index at the end (the cluster's data directory stays until the "
+                         "next bench/scale.sh run; start it with pg_ctl to look further)")
     ap.add_argument("--results", help="output path; default bench/results/scale-<date>")
     args = ap.parse_args(argv)
+    args.cold_settings = [tuple(int(x) for x in pair.split("/")) for pair in args.cold_settings.split(",") if pair]
     args.sizes = ivfpq_bench.int_list(args.sizes)
     args.probes = ivfpq_bench.int_list(args.probes)
     args.rerank = ivfpq_bench.int_list(args.rerank)
@@ -162,12 +177,16 @@ def connect():
     return conn
 
 
-def run(conn, queries, truth, probes, rerank, warmup):
+def run(conn, queries, truth, probes, rerank, warmup, keep_latencies=False):
     conn.execute(f"SET ivfpq.probes = {probes}")
     conn.execute(f"SET ivfpq.rerank = {rerank}")
     conn.execute("SET enable_seqscan = off")
     ids, lat = pgclient.run_queries(conn, queries, "l2", K, TABLE, warmup=warmup)
     row = {"probes": probes, "rerank": rerank, **pgclient.latency_summary(lat), "recall@10": truth.recall(ids)}
+    if keep_latencies:
+        row["latencies_ms"] = [round(float(x) * 1000, 3) for x in lat]
+        row["first_ms"] = row["latencies_ms"][0]
+        row["p99_without_first_ms"] = float(np.percentile(np.asarray(lat[1:]) * 1000, 99))
     log(f"pg: probes {probes:4d} rerank {rerank:4d}  recall@10 {row['recall@10']:.3f}  QPS {row['qps']:8.1f}  "
         f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
     return row
@@ -198,9 +217,76 @@ def measure_size(conn, args, n, queries, warmup, truth):
     c = out["chosen"]
     log(f"pg: cold run at probes {c['probes']} rerank {c['rerank']}"
         + (" (page cache dropped)" if args.drop_caches else " (server restarted, page cache kept)"))
-    out["cold"] = run(conn, queries, truth, c["probes"], c["rerank"], ())
-    out["warm"] = run(conn, queries, truth, c["probes"], c["rerank"], ())
+    out["cold"] = run(conn, queries, truth, c["probes"], c["rerank"], (), keep_latencies=True)
+    out["warm"] = run(conn, queries, truth, c["probes"], c["rerank"], (), keep_latencies=True)
+    if args.cold_heap:
+        out["cold_heap"] = []
+        for probes, rerank in args.cold_settings or [(c["probes"], c["rerank"])]:
+            conn = cold_heap_connection(conn, warmup, probes, rerank, out)
+            out["cold_heap"].append(run(conn, queries, truth, probes, rerank, (), keep_latencies=True))
+        conn = cold_heap_connection(conn, warmup, c["probes"], c["rerank"], out)
+        out["cold_heap_explain"] = explain_pass(conn, queries, c["probes"], c["rerank"])
     return out, conn
+
+
+def cold_heap_connection(conn, warmup, probes, rerank, out):
+    """Restart the server and drop the page cache (the heap is cold), then load the index alone
+    with pg_prewarm and run one untimed query (the quantizer): a server that keeps its index in
+    memory and reads the heap from disk."""
+    conn.close()
+    restart_server(True)
+    conn = connect()
+    t0 = time.perf_counter()
+    out["prewarm_blocks"] = pgclient.prewarm(conn, INDEX)
+    out["prewarm_s"] = time.perf_counter() - t0
+    if out["prewarm_blocks"] is None:
+        log("pg: pg_prewarm is not available: the index is cold too")
+    pgclient.run_queries(conn, [], "l2", K, TABLE, warmup=warmup[:1])
+    log(f"pg: cold heap (page cache dropped, index prewarmed in {out['prewarm_s']:.1f} s) "
+        f"at probes {probes} rerank {rerank}")
+    return conn
+
+
+def explain_pass(conn, queries, probes, rerank):
+    """Every query once under EXPLAIN (ANALYZE, BUFFERS) with track_io_timing, in its own
+    transaction, with the heap and index blocks it read from outside shared buffers."""
+    conn.execute(f"SET ivfpq.probes = {probes}")
+    conn.execute(f"SET ivfpq.rerank = {rerank}")
+    conn.execute("SET enable_seqscan = off")
+    conn.execute("SET track_io_timing = on")
+    sql = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + pgclient.knn_sql("l2", K, TABLE)
+    reads = ("SELECT pg_stat_get_xact_blocks_fetched(%s::regclass) - pg_stat_get_xact_blocks_hit(%s::regclass), "
+             "pg_stat_get_xact_blocks_fetched(%s::regclass) - pg_stat_get_xact_blocks_hit(%s::regclass)")
+    rows = []
+    with conn.cursor(binary=True) as cur:
+        for q in queries:
+            # The counters hold this backend's counts not yet flushed to the
+            # statistics (several transactions' worth): take the difference.
+            with conn.transaction():
+                cur.execute(reads, (TABLE, TABLE, INDEX, INDEX))
+                heap_before, index_before = cur.fetchone()
+                cur.execute(sql, (pgclient.Vector(q),))
+                doc = cur.fetchone()[0]
+                doc = (doc if isinstance(doc, list) else json.loads(doc))[0]
+                cur.execute(reads, (TABLE, TABLE, INDEX, INDEX))
+                heap_after, index_after = cur.fetchone()
+            heap_reads, index_reads = heap_after - heap_before, index_after - index_before
+            plan = doc["Plan"]
+            rows.append({"exec_ms": doc["Execution Time"], "io_read_ms": plan.get("I/O Read Time", 0.0),
+                         "shared_hit": plan.get("Shared Hit Blocks", 0), "shared_read": plan.get("Shared Read Blocks", 0),
+                         "heap_reads": int(heap_reads), "index_reads": int(index_reads)})
+    ex = np.array([r["exec_ms"] for r in rows])
+    io = np.array([r["io_read_ms"] for r in rows])
+    summary = {"probes": probes, "rerank": rerank, "p50_exec_ms": float(np.percentile(ex, 50)),
+               "p99_exec_ms": float(np.percentile(ex, 99)), "mean_exec_ms": float(ex.mean()),
+               "mean_io_read_ms": float(io.mean()), "p99_io_read_ms": float(np.percentile(io, 99)),
+               "mean_heap_reads": float(np.mean([r["heap_reads"] for r in rows])),
+               "mean_index_reads": float(np.mean([r["index_reads"] for r in rows])),
+               "slowest": sorted(rows, key=lambda r: -r["exec_ms"])[:5], "queries": rows}
+    log(f"pg: cold heap EXPLAIN: exec p50 {summary['p50_exec_ms']:.2f} p99 {summary['p99_exec_ms']:.2f} ms, "
+        f"I/O read mean {summary['mean_io_read_ms']:.2f} ms, heap reads {summary['mean_heap_reads']:.1f}, "
+        f"index reads {summary['mean_index_reads']:.1f} per query")
+    return summary
 
 
 def markdown(result):
@@ -230,6 +316,30 @@ def markdown(result):
                   f"{r['p99_ms']:.2f} |" for r in s["sweep"]]
         if s.get("stats"):
             lines += ["", "ivfpq_index_stats: " + ", ".join(f"{k} = {v}" for k, v in s["stats"].items())]
+        if s.get("cold_heap"):
+            lines += ["", f"## {s['rows']} rows: cold heap, warm index", "",
+                      f"Each pass: server restarted, the kernel's page cache dropped, the index loaded with "
+                      f"pg_prewarm ({s['prewarm_blocks']} blocks, {s['prewarm_s']:.1f} s), one untimed query.", "",
+                      "| probes | rerank | recall@10 | QPS | p50 ms | p99 ms | first query ms | p99 without the first ms |",
+                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['probes']} | {r['rerank']} | {r['recall@10']:.3f} | {r['qps']:.1f} | {r['p50_ms']:.2f} | "
+                      f"{r['p99_ms']:.2f} | {r['first_ms']:.2f} | {r['p99_without_first_ms']:.2f} |"
+                      for r in s["cold_heap"]]
+            e = s["cold_heap_explain"]
+            lines += ["", f"Where the cold time goes (EXPLAIN ANALYZE BUFFERS, track_io_timing, probes {e['probes']} "
+                      f"rerank {e['rerank']}, another cold pass): execution p50 {e['p50_exec_ms']:.2f} / p99 "
+                      f"{e['p99_exec_ms']:.2f} ms; I/O read time mean {e['mean_io_read_ms']:.2f} / p99 "
+                      f"{e['p99_io_read_ms']:.2f} ms; blocks read from outside shared buffers per query: heap "
+                      f"{e['mean_heap_reads']:.1f}, index {e['mean_index_reads']:.1f}. Slowest queries:", "",
+                      "| execution ms | I/O read ms | heap blocks read | index blocks read | shared hit |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {r['exec_ms']:.2f} | {r['io_read_ms']:.2f} | {r['heap_reads']} | {r['index_reads']} | "
+                      f"{r['shared_hit']} |" for r in e["slowest"]]
+        for name in ("cold", "warm"):
+            r = s[name]
+            if "first_ms" in r:
+                lines += ["", f"{name.capitalize()} server pass: first query {r['first_ms']:.2f} ms, p99 without it "
+                          f"{r['p99_without_first_ms']:.2f} ms."]
         lines += ["", f"Load up to this size: {s['load_s']:.1f} s."]
     lines.append("")
     return "\n".join(lines)
@@ -245,6 +355,9 @@ def summary_lines(result):
                    + ("" if s["target_met"] else f" (below {result['args']['target']})")
                    + f", warm {w['qps']:.1f} QPS p50 {w['p50_ms']:.2f} p99 {w['p99_ms']:.2f} ms, "
                    f"cold p50 {cold['p50_ms']:.2f} p99 {cold['p99_ms']:.2f} ms")
+        for r in s.get("cold_heap", []):
+            out.append(f"  cold heap, warm index: probes {r['probes']} rerank {r['rerank']}: recall@10 "
+                       f"{r['recall@10']:.3f}, p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms")
     return out
 
 
@@ -282,7 +395,8 @@ def main(argv=None):
         size["load_s"] = load_s
         result["sizes"].append(size)
     ivfpq_bench.finish_environment(conn, environment, result["notes"])
-    conn.execute(f"DROP TABLE {TABLE}")
+    if not args.keep_table:
+        conn.execute(f"DROP TABLE {TABLE}")
     conn.close()
     path = args.results or ivfpq_bench.default_results_path("scale")
     ivfpq_bench.write_results(result, path, markdown(result), summary_lines(result))
