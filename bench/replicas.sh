@@ -85,6 +85,11 @@ CONF
     standby_dsns+=(--standby "host=$dir port=$port user=postgres dbname=postgres")
 done
 
-export IVFPQ_BENCH_WRAPPER="${IVFPQ_NO_INSTALL:+IVFPQ_NO_INSTALL=$IVFPQ_NO_INSTALL }bash bench/replicas.sh $dataset${*:+ $*}"
+# The exact command for the results, with the environment that changed the run.
+wrapper_env=""
+for v in IVFPQ_PGBIN IVFPQ_NO_INSTALL IVFPQ_SHARED_BUFFERS IVFPQ_REMOVE_CLUSTERS; do
+    [ -n "${!v:-}" ] && wrapper_env+="$v=${!v} "
+done
+export IVFPQ_BENCH_WRAPPER="${wrapper_env}bash bench/replicas.sh $dataset${*:+ $*}"
 "$PYTHON" "$here/replicas_bench.py" "$dataset" --phase measure --primary "$primary" "${standby_dsns[@]}" \
     --state "$state" "$@"

@@ -65,7 +65,12 @@ for name in shard1 shard2 coord; do
     hosts+=("$PGHOST")
 done
 
-export IVFPQ_BENCH_WRAPPER="${IVFPQ_NO_INSTALL:+IVFPQ_NO_INSTALL=$IVFPQ_NO_INSTALL }bash bench/shards.sh $dataset${*:+ $*}"
+# The exact command for the results, with the environment that changed the run.
+wrapper_env=""
+for v in IVFPQ_PGBIN IVFPQ_NO_INSTALL IVFPQ_COORD_SHARED_BUFFERS IVFPQ_SHARD_SHARED_BUFFERS IVFPQ_MAX_WAL_SIZE IVFPQ_REMOVE_CLUSTERS; do
+    [ -n "${!v:-}" ] && wrapper_env+="$v=${!v} "
+done
+export IVFPQ_BENCH_WRAPPER="${wrapper_env}bash bench/shards.sh $dataset${*:+ $*}"
 "$PYTHON" "$here/shards_bench.py" "$dataset" \
     --coord "host=${hosts[2]} port=${ports[2]} user=postgres dbname=postgres" \
     --shard "host=${hosts[0]} port=${ports[0]} user=postgres dbname=postgres" \

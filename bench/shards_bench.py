@@ -333,7 +333,9 @@ def markdown(result):
          f"{env.get('shared_buffers', {}).get('coordinator', '2GB')} on the coordinator; every table pg_prewarm'ed",
          f"- queries: {result['nqueries']} per setting and side, one at a time, prepared statement with a binary "
          "vector parameter; recall@10 against exact ground truth; settings interleaved (for each probes value: "
-         "one server, then the fan-out, then shard 1 directly), 20 warm-up queries per side before each",
+         "one server, then the fan-out" + (", the plain query on the partitioned table, on the view"
+                                           if result["rows"].get("view") else "")
+         + ", then shard 1 directly), 20 warm-up queries per side before each",
          f"- shards get ivfpq.probes / ivfpq.rerank through `ALTER SERVER shardN OPTIONS (SET options "
          f"'-c ivfpq.probes=P -c ivfpq.rerank={result['rerank']}')`; the one server through SET", ""]
     for n in result["notes"]:
