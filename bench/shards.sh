@@ -9,7 +9,11 @@
 # the one-server table items_all with its own index), each preloading ivfpq.
 # All three are stopped at the end, also on failure or Ctrl-C (pg.sh's own
 # trap only knows the last cluster; ours stops every one).
-# IVFPQ_NO_INSTALL=1 skips the build and install and uses the installed extension.
+# IVFPQ_NO_INSTALL=1 skips the build and install and uses the installed extension;
+# IVFPQ_PGBIN names another server copy (test/lib/pg.sh); IVFPQ_COORD_SHARED_BUFFERS,
+# IVFPQ_SHARD_SHARED_BUFFERS and IVFPQ_MAX_WAL_SIZE (a smaller one bounds the
+# disk the WAL takes while loading 1M rows) change the servers' settings;
+# IVFPQ_REMOVE_CLUSTERS=1 deletes the three clusters' directories at the end.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +31,10 @@ stop_all() {
     local d
     for d in "${started_dirs[@]}"; do
         IVFPQ_CLUSTER_DIR="$d" ivfpq_cluster_stop
+        # IVFPQ_REMOVE_CLUSTERS=1: free the disk (1M x 768 rows are ~8 GB of tables).
+        [ "${IVFPQ_REMOVE_CLUSTERS:-0}" = 1 ] && rm -rf "$d"
     done
+    return 0
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
@@ -38,7 +45,7 @@ conf_for() {
 maintenance_work_mem = 1GB
 max_parallel_maintenance_workers = 1
 jit = off
-max_wal_size = 8GB
+max_wal_size = ${IVFPQ_MAX_WAL_SIZE:-8GB}
 checkpoint_timeout = 30min
 shared_preload_libraries = 'ivfpq'"
 }
@@ -58,7 +65,12 @@ for name in shard1 shard2 coord; do
     hosts+=("$PGHOST")
 done
 
-export IVFPQ_BENCH_WRAPPER="${IVFPQ_NO_INSTALL:+IVFPQ_NO_INSTALL=$IVFPQ_NO_INSTALL }bash bench/shards.sh $dataset${*:+ $*}"
+# The exact command for the results, with the environment that changed the run.
+wrapper_env=""
+for v in IVFPQ_PGBIN IVFPQ_NO_INSTALL IVFPQ_COORD_SHARED_BUFFERS IVFPQ_SHARD_SHARED_BUFFERS IVFPQ_MAX_WAL_SIZE IVFPQ_REMOVE_CLUSTERS; do
+    [ -n "${!v:-}" ] && wrapper_env+="$v=${!v} "
+done
+export IVFPQ_BENCH_WRAPPER="${wrapper_env}bash bench/shards.sh $dataset${*:+ $*}"
 "$PYTHON" "$here/shards_bench.py" "$dataset" \
     --coord "host=${hosts[2]} port=${ports[2]} user=postgres dbname=postgres" \
     --shard "host=${hosts[0]} port=${ports[0]} user=postgres dbname=postgres" \

@@ -5,7 +5,10 @@
 # in order) one server holding all the rows returns with every list probed;
 # the fan-out query of the README pushes ORDER BY ... LIMIT to every shard,
 # queries them in parallel (Async Foreign Scan under an Append) and each shard
-# answers from its ivfpq index; settings reach the shards through the foreign
+# answers from its ivfpq index; the plain ORDER BY ... LIMIT over the
+# partitioned table and over a UNION ALL view of the foreign tables returns
+# the same rows, but through a Merge Append of synchronous foreign scans
+# without the remote LIMIT; settings reach the shards through the foreign
 # server's libpq `options` (a SET on the coordinator does not); a stopped or a
 # frozen shard is a clear error within connect_timeout, and queries work again
 # once it is back; deletes through the coordinator reach the shards, whose own
@@ -81,6 +84,14 @@ for my $n (1, 2)
 		SERVER shard$n OPTIONS (table_name 'ivfpq_settings');
 };
 }
+# The other layout the issue names: the foreign tables under a UNION ALL
+# view instead of a partitioned table (no routing of inserts; reads only).
+$setup .= q{
+	CREATE VIEW items_union AS
+		SELECT id, embedding FROM items_shard1
+		UNION ALL
+		SELECT id, embedding FROM items_shard2;
+};
 # The fan-out query: each shard's nearest k with ORDER BY ... LIMIT pushed to
 # it, all shards at once (an Append runs its foreign scans asynchronously, a
 # Merge Append does not: MATERIALIZED keeps the planner from merging the
@@ -176,6 +187,7 @@ my $exact = "SET enable_indexscan = off; "
   . "SELECT string_agg(id::text, ',') FROM (SELECT id FROM items_all ORDER BY embedding <-> '%s' LIMIT $k) s";
 my $plain = "SELECT string_agg(id::text, ',') FROM (SELECT id FROM items ORDER BY embedding <-> '%s' LIMIT $k) s";
 my $fanout = "SELECT string_agg(id::text, ',') FROM items_nearest('%s', $k)";
+my $view = "SELECT string_agg(id::text, ',') FROM (SELECT id FROM items_union ORDER BY embedding <-> '%s' LIMIT $k) s";
 
 sub compare_with_one_server
 {
@@ -190,6 +202,8 @@ sub compare_with_one_server
 			"$label, query $i: the fan-out query over the shards returns the same ids in the same order");
 		is($coordinator->safe_psql('postgres', sprintf($plain, $query)), $expected,
 			"$label, query $i: ORDER BY ... LIMIT on the partitioned table returns the same ids in the same order");
+		is($coordinator->safe_psql('postgres', sprintf($view, $query)), $expected,
+			"$label, query $i: ORDER BY ... LIMIT on the UNION ALL view returns the same ids in the same order");
 	}
 }
 compare_with_one_server('after inserts');
@@ -236,10 +250,25 @@ for my $n (1, 2)
 		"shard $n answered from its ivfpq index");
 }
 
-# The plain query on the partitioned table gives the same rows (checked
-# above) but a plan without LIMIT on the shards: shown for the README.
-note $coordinator->safe_psql('postgres',
-	"EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM items ORDER BY embedding <-> '$query' LIMIT $k");
+# The plain query on the partitioned table and on the UNION ALL view give
+# the same rows (checked above) and, in PostgreSQL 15, the same plan: a Merge
+# Append of synchronous foreign scans (one shard after the other), each with
+# the remote ORDER BY but without the LIMIT, so each shard runs its index
+# scan for a cursor batch (fetch_size rows), not k rows.  The view is
+# flattened into an append relation like the partitions; postgres_fdw pushes
+# a LIMIT only when the foreign scan is the whole query.
+for my $relation ('items', 'items_union')
+{
+	my $plain_plan = $coordinator->safe_psql('postgres',
+		"EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM $relation ORDER BY embedding <-> '$query' LIMIT $k");
+	note $plain_plan;
+	like($plain_plan, qr/Limit\n.*Merge Append/s, "$relation: the LIMIT stays on the coordinator above a Merge Append");
+	unlike($plain_plan, qr/Async Foreign Scan/, "$relation: the foreign scans are not asynchronous");
+	my @plain_remote = $plain_plan =~ /Remote SQL: (.*)/g;
+	is(scalar(grep { /FROM public\.items ORDER BY \(embedding OPERATOR\(public\.<->\) '\[[^\]]+\]'\) ASC NULLS LAST$/ } @plain_remote),
+		2, "$relation: both shards receive the ORDER BY, without a LIMIT")
+	  or diag join("\n", @plain_remote);
+}
 
 # Deletes through the coordinator reach the shards.  VACUUM on the
 # coordinator skips foreign partitions: each shard's own VACUUM (autovacuum

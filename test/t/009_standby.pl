@@ -1,7 +1,7 @@
-# A streaming hot standby serving k-NN queries while its primary takes
-# writes: pgbench clients query the standby through the ivfpq index while the
-# primary inserts, deletes, VACUUMs and rebuilds the index (REINDEX
-# CONCURRENTLY); no query fails, and once the standby has caught up its
+# Two streaming hot standbys serving k-NN queries while their primary takes
+# writes: pgbench clients query both standbys through the ivfpq index while
+# the primary inserts, deletes, VACUUMs and rebuilds the index (REINDEX
+# CONCURRENTLY); no query fails, and once each standby has caught up its
 # answers (at the default settings and with every list probed) equal the
 # primary's.  Both servers preload ivfpq (the README's set-up): the background
 # worker runs on the primary only, starts on the standby when it is promoted,
@@ -54,8 +54,18 @@ $primary->backup('backup');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'backup', has_streaming => 1);
 $standby->start;
-$primary->wait_for_catchup($standby);
-is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'the standby is in recovery');
+# A second standby of the same primary, for read scaling (bench/replicas.sh).
+my $standby2 = PostgreSQL::Test::Cluster->new('standby2');
+$standby2->init_from_backup($primary, 'backup', has_streaming => 1);
+$standby2->start;
+my @standbys = ($standby, $standby2);
+for my $node (@standbys)
+{
+	$primary->wait_for_catchup($node);
+	is($node->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', $node->name . ' is in recovery');
+}
+is($primary->safe_psql('postgres', "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"), '2',
+	'the primary streams to both standbys');
 
 # The worker: registered to start once recovery has finished, so the
 # standby, which preloads ivfpq with the same settings, has none.
@@ -71,8 +81,11 @@ sub launchers
 ok($primary->poll_query_until('postgres', "SELECT ($workers) = 1"), 'the primary runs an ivfpq worker');
 is(launchers($primary), 1, 'and the ivfpq launcher');
 sleep 3;    # three worker naptimes
-is($standby->safe_psql('postgres', $workers), '0', 'the standby runs no ivfpq worker');
-is(launchers($standby), 0, 'and no launcher');
+for my $node (@standbys)
+{
+	is($node->safe_psql('postgres', $workers), '0', $node->name . ' runs no ivfpq worker');
+	is(launchers($node), 0, 'and no launcher');
+}
 is($standby->safe_psql('postgres', "SHOW shared_preload_libraries"), 'ivfpq', 'though it preloads ivfpq');
 
 # The shared quantizer cache on the standby: the first query publishes the
@@ -96,19 +109,23 @@ for my $sql ('VACUUM items', 'REINDEX INDEX items_embedding_idx',
 		"on the standby \"$sql\" fails with a read-only error");
 }
 
-# Load: pgbench clients run k-NN queries on the standby (a new random vector
-# each time) while the primary takes writes.
+# Load: pgbench clients run k-NN queries on both standbys (a new random
+# vector each time) while the primary takes writes.
 my $scripts = PostgreSQL::Test::Utils::tempdir;
 open(my $fh, '>', "$scripts/search.sql") or die;
 print $fh "SET enable_seqscan = off;\n"
   . "SELECT id FROM items ORDER BY embedding <-> "
   . "(SELECT ARRAY(SELECT random() FROM generate_series(1, $dim))::vector) LIMIT $k;\n";
 close $fh;
-my ($search_out, $search_err) = ('', '');
-my $searches = IPC::Run::start(
-	[ 'pgbench', '-h', $standby->host, '-p', $standby->port, '-n', '-T', $seconds, '-c', 2, '-j', 2,
-		'-f', "$scripts/search.sql", 'postgres' ],
-	'>', \$search_out, '2>', \$search_err);
+my (@searches, @search_out, @search_err);
+for my $i (0, 1)
+{
+	($search_out[$i], $search_err[$i]) = ('', '');
+	push @searches, IPC::Run::start(
+		[ 'pgbench', '-h', $standbys[$i]->host, '-p', $standbys[$i]->port, '-n', '-T', $seconds, '-c', 2, '-j', 2,
+			'-f', "$scripts/search.sql", 'postgres' ],
+		'>', \$search_out[$i], '2>', \$search_err[$i]);
+}
 
 my $next_id = 4001;
 my $writes = 0;
@@ -122,26 +139,34 @@ while (time - $started < $seconds - 1)
 	$writes++;
 	$primary->safe_psql('postgres', 'REINDEX INDEX CONCURRENTLY items_embedding_idx') if $writes == 2;
 }
-my $searches_ok = $searches->finish;
-ok($searches_ok, 'the searching pgbench on the standby exits cleanly') or diag($search_err);
-unlike($search_err, qr/ERROR|abort/i, 'no query on the standby failed');
-my ($transactions) = $search_out =~ /number of transactions actually processed: (\d+)/;
-cmp_ok($transactions // 0, '>', 10, "the standby answered queries under load (" . ($transactions // 0) . ")");
+for my $i (0, 1)
+{
+	my $name = $standbys[$i]->name;
+	my $searches_ok = $searches[$i]->finish;
+	ok($searches_ok, "the searching pgbench on $name exits cleanly") or diag($search_err[$i]);
+	unlike($search_err[$i], qr/ERROR|abort/i, "no query on $name failed");
+	my ($transactions) = $search_out[$i] =~ /number of transactions actually processed: (\d+)/;
+	cmp_ok($transactions // 0, '>', 10, "$name answered queries under load (" . ($transactions // 0) . ")");
+}
 cmp_ok($writes, '>=', 3, "the primary took $writes rounds of inserts, deletes and VACUUM and one REINDEX");
 
-# Caught up, the standby holds the same index and gives the same answers.
-$primary->wait_for_catchup($standby);
+# Caught up, each standby holds the same index and gives the same answers.
 my $stats = "SELECT lists, rows, pages FROM ivfpq_index_stats('items_embedding_idx')";
-is($standby->safe_psql('postgres', $stats), $primary->safe_psql('postgres', $stats),
-	'after catch-up the standby index has the same lists, rows and pages');
-for my $i (1 .. 5)
+for my $node (@standbys)
 {
-	my $query = random_vector();
-	is($standby->safe_psql('postgres', sprintf($knn, $query)), $primary->safe_psql('postgres', sprintf($knn, $query)),
-		"query $i: the standby returns the primary's ids at the default settings");
-	my $all_lists = "SET ivfpq.probes = $lists; SET ivfpq.rerank = 1000; " . sprintf($knn, $query);
-	is($standby->safe_psql('postgres', $all_lists), $primary->safe_psql('postgres', $all_lists),
-		"query $i: and with every list probed");
+	my $name = $node->name;
+	$primary->wait_for_catchup($node);
+	is($node->safe_psql('postgres', $stats), $primary->safe_psql('postgres', $stats),
+		"after catch-up the $name index has the same lists, rows and pages");
+	for my $i (1 .. 5)
+	{
+		my $query = random_vector();
+		is($node->safe_psql('postgres', sprintf($knn, $query)), $primary->safe_psql('postgres', sprintf($knn, $query)),
+			"query $i: $name returns the primary's ids at the default settings");
+		my $all_lists = "SET ivfpq.probes = $lists; SET ivfpq.rerank = 1000; " . sprintf($knn, $query);
+		is($node->safe_psql('postgres', $all_lists), $primary->safe_psql('postgres', $all_lists),
+			"query $i: and with every list probed");
+	}
 }
 ($entries, $hits) = split /\|/, $standby->safe_psql('postgres', $cache);
 is($entries, 1, 'the standby serves the rebuilt index from one shared cache entry');
@@ -152,6 +177,13 @@ $standby->promote;
 ok($standby->poll_query_until('postgres', "SELECT ($workers) = 1"), 'once promoted the former standby runs an ivfpq worker');
 is(launchers($standby), 1, 'and the launcher');
 
+# The second standby still follows the primary.
+$primary->safe_psql('postgres', sprintf($new_rows, $next_id, $next_id + 9));
+$primary->wait_for_catchup($standby2);
+is($standby2->safe_psql('postgres', 'SELECT count(*) FROM items'), $primary->safe_psql('postgres', 'SELECT count(*) FROM items'),
+	'the other standby goes on replaying the primary');
+
 $standby->stop;
+$standby2->stop;
 $primary->stop;
 done_testing();
