@@ -214,6 +214,11 @@ def test_cancelled_term_computation_keeps_answers_right(shared):
     try:
         s = session(probes=2048, rerank=100000, table_cache_mb=256)
         try:
+            # Publish the copy first, with one cheap scan: on a loaded machine
+            # every timed scan below may be cancelled before it gets that far.
+            s.execute("SET ivfpq.probes = 1")
+            nearest(s, "shared_cancel", 8)
+            s.execute("SET ivfpq.probes = 2048")
             cancelled = 0
             for timeout_ms in (5, 10, 20, 40, 80, 160, 320):
                 s.execute(f"SET statement_timeout = '{timeout_ms}ms'")
