@@ -16,8 +16,10 @@
  *								transaction can still hold a pointer to them
  *
  * A list page holds up to meta->list_page_capacity entries (a multiple of
- * kCodeBlock): an array of heap TIDs, then the PQ codes in the core's blocked
- * layout (blocks of 8 entries, sub-quantizer major), so the scan kernel reads
+ * the core's CodeBlockEntries(nbits)): an array of heap TIDs, then the PQ
+ * codes in the core's blocked layout (8-bit codes: blocks of 8 entries,
+ * sub-quantizer major; 4-bit codes: the fast-scan layout, blocks of 32
+ * entries), so the scan kernel reads
  * codes straight from the buffer; then, for an index with filter columns
  * (CREATE INDEX ... (embedding, category)), per filter column an int64 key
  * per entry and a null bitmap (ivfpq_filter.cpp).  pd_lower covers the whole
@@ -192,9 +194,17 @@ typedef struct IvfpqDeletedPageData
 typedef struct IvfpqListLayout
 {
 	int			capacity;
-	int			m;
+	int			m;				/* sub-quantizers */
+	int			nbits;			/* bits per sub-quantizer code: 8 or 4 */
 	int			filter_columns;
 } IvfpqListLayout;
+
+/* Bytes of one entry's PQ code (m, or m / 2 for 4-bit codes). */
+static inline Size
+IvfpqCodeBytes(const IvfpqListLayout *layout)
+{
+	return ivfpq::core::CodeBytes((size_t) layout->m, (size_t) layout->nbits);
+}
 
 /* A filter column's value in an entry payload: an int64 key, then 1 if NULL. */
 #define IVFPQ_FILTER_VALUE_BYTES	(sizeof(int64) + 1)
@@ -203,7 +213,7 @@ typedef struct IvfpqListLayout
 static inline Size
 IvfpqEntryPayloadBytes(const IvfpqListLayout *layout)
 {
-	return (Size) layout->m + (Size) layout->filter_columns * IVFPQ_FILTER_VALUE_BYTES;
+	return IvfpqCodeBytes(layout) + (Size) layout->filter_columns * IVFPQ_FILTER_VALUE_BYTES;
 }
 
 /* reloptions */
@@ -278,7 +288,7 @@ extern void IvfpqInitPage(Page page, uint16 page_type);
 extern Buffer IvfpqNewBuffer(Relation index, ForkNumber fork);
 extern void IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta);
 extern Size IvfpqListCodeOffset(int capacity);
-extern int	IvfpqListPageCapacity(int m, int filter_columns);
+extern int	IvfpqListPageCapacity(int m, int nbits, int filter_columns);
 extern IvfpqListLayout IvfpqMetaLayout(const IvfpqMetaPageData *meta);
 extern Size IvfpqListLayoutBytes(const IvfpqListLayout *layout);
 extern int64 *IvfpqListFilterKeys(Page page, const IvfpqListLayout *layout, int column);

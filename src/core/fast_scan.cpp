@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <immintrin.h>
+#include <limits>
 
 #include "core_error.h"
 #include "kernels.h"
@@ -283,6 +284,72 @@ LoadBlockedCode(const uint8_t *blocks, size_t index, size_t m, size_t nbits, uin
 		LoadFastScanCode(blocks, index, m, code);
 	else
 		LoadBlockedCode(blocks, index, m, code);
+}
+
+/* Largest difference between a fast-scan distance and the float ADC one. */
+float
+FastScanErrorBound(const FastScanTable &table, float distance)
+{
+	return float(table.m) * table.step * 0.5f * 1.001f +
+		1e-5f * (std::fabs(distance) + std::fabs(table.offset));
+}
+
+/* Float ADC distance of one entry of a fast-scan area. */
+float
+FastScanEntryDistance(const float *table, size_t m, const uint8_t *blocks, size_t index, float bias)
+{
+	const uint8_t *block = blocks + index / kFastScanBlock * FastScanBlockBytes(m);
+	size_t		lane = index % kFastScanBlock;
+	const uint8_t *bytes = block + lane % 16;
+	int			shift = int(4 * (lane / 16));
+	float		sum = 0;
+
+	for (size_t j = 0; j < m; j++)
+		sum += table[j * kFastScanKsub + ((bytes[16 * j] >> shift) & 0x0f)];
+	return bias + sum;
+}
+
+/* Float ADC distances for the entries that may enter the best heap_capacity. */
+size_t
+FastScanRefine(const FastScanTable &fast, const float *table, float bias, const uint8_t *blocks,
+			   size_t n, const bool *pass, float *distances, float *heap, size_t heap_capacity,
+			   size_t *heap_count)
+{
+	size_t		refined = 0;
+	size_t		count = *heap_count;
+	float		threshold = count < heap_capacity ? std::numeric_limits<float>::infinity() : heap[0];
+
+	if (heap_capacity == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+	{
+		float		distance;
+
+		if (pass != nullptr && !pass[i])
+			continue;
+		if (distances[i] - FastScanErrorBound(fast, distances[i]) > threshold)
+			continue;
+		distance = FastScanEntryDistance(table, fast.m, blocks, i, bias);
+		distances[i] = distance;
+		refined++;
+		if (count < heap_capacity)
+		{
+			heap[count++] = distance;
+			std::push_heap(heap, heap + count);
+		}
+		else if (distance < heap[0])
+		{
+			std::pop_heap(heap, heap + count);
+			heap[count - 1] = distance;
+			std::push_heap(heap, heap + count);
+		}
+		else
+			continue;
+		if (count == heap_capacity)
+			threshold = heap[0];
+	}
+	*heap_count = count;
+	return refined;
 }
 
 /* Quantize a 4-bit distance table to 8 bits (see ivfpq_core.h). */

@@ -469,6 +469,39 @@ void		FastScanSums(const FastScanTable &table, const uint8_t *blocks, size_t n,
 void		FastScanDistances(const FastScanTable &table, const uint8_t *blocks, size_t n,
 							  float *out, FastScanKernel kernel = FastScanKernel::Auto);
 
+/*
+ * How far a FastScanDistances() distance may lie from the float ADC distance
+ * of the same entry: m x step / 2 for the rounding of the table, plus room
+ * for float rounding of sums of that magnitude.  A candidate whose fast
+ * distance exceeds a threshold by more than this cannot be below it.
+ */
+float		FastScanErrorBound(const FastScanTable &table, float distance);
+
+/*
+ * The float ADC distance bias + sum_j table[j * 16 + code_j] of entry
+ * 'index' of a fast-scan area (table: m x 16 floats, unquantized), to refine
+ * the candidates the quantized distances let through.
+ */
+float		FastScanEntryDistance(const float *table, size_t m, const uint8_t *blocks,
+								  size_t index, float bias);
+
+/*
+ * Refine the fast distances of a scan so that its best 'heap_capacity'
+ * candidates are chosen by float ADC distances, as with 8-bit codes: every
+ * entry i < n (with pass == nullptr or pass[i]) whose fast distance
+ * distances[i] could be below the heap_capacity-th smallest refined distance
+ * seen so far (heap: a max-heap of them, *heap_count in use, kept by the
+ * caller across pages and lists) gets its float ADC distance
+ * (FastScanEntryDistance) in distances[i] and enters the heap.  Entries
+ * left alone keep their fast distance, which exceeds that threshold: so the
+ * heap_capacity smallest distances of the scan are exactly the float ADC
+ * ones.  Returns how many entries it refined.
+ */
+size_t		FastScanRefine(const FastScanTable &fast, const float *table, float bias,
+						   const uint8_t *blocks, size_t n, const bool *pass,
+						   float *distances, float *heap, size_t heap_capacity,
+						   size_t *heap_count);
+
 }							/* namespace ivfpq::core */
 
 #endif							/* IVFPQ_CORE_H */
