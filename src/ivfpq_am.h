@@ -49,6 +49,17 @@ extern "C"
 
 #define IVFPQ_MAGIC				0x49565051	/* "IVPQ" */
 #define IVFPQ_VERSION			1
+/*
+ * Format 2 is format 1 whose list pages hold 4-bit codes in the fast-scan
+ * layout (shape.nbits = 4).  Only such indexes are written as format 2, so
+ * 8-bit indexes stay format 1 byte for byte, and a build that predates
+ * 4-bit codes refuses a 4-bit index (page format check) instead of reading
+ * its list pages with m-byte codes.
+ */
+#define IVFPQ_VERSION_FAST_SCAN	2
+
+/* The page format of an index of this shape. */
+#define IvfpqFormatVersion(shape)	((shape)->nbits == 4 ? IVFPQ_VERSION_FAST_SCAN : IVFPQ_VERSION)
 #define IVFPQ_PAGE_ID			0xFF8A
 #define IVFPQ_METAPAGE_BLKNO	0
 

@@ -698,7 +698,7 @@ IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
 	meta = IvfpqPageGetMeta(page);
 	MemSet(meta, 0, sizeof(IvfpqMetaPageData));
 	meta->magic = IVFPQ_MAGIC;
-	meta->version = IVFPQ_VERSION;
+	meta->version = IvfpqFormatVersion(shape);
 	meta->shape = *shape;
 	meta->trained = trained ? 1 : 0;
 	meta->inherited = inherited ? 1 : 0;

@@ -198,11 +198,18 @@ IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
 				 errmsg("index \"%s\" is not an ivfpq index", RelationGetRelationName(index))));
-	if (meta->version != IVFPQ_VERSION)
+	if (meta->version != IVFPQ_VERSION && meta->version != IVFPQ_VERSION_FAST_SCAN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("index \"%s\" has ivfpq page format %u, this build reads %d",
-						RelationGetRelationName(index), meta->version, IVFPQ_VERSION),
+				 errmsg("index \"%s\" has ivfpq page format %u, this build reads %d and %d",
+						RelationGetRelationName(index), meta->version, IVFPQ_VERSION,
+						IVFPQ_VERSION_FAST_SCAN),
+				 errhint("REINDEX the index.")));
+	if (meta->version != (uint32) IvfpqFormatVersion(&meta->shape))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" has ivfpq page format %u with %d-bit codes",
+						RelationGetRelationName(index), meta->version, meta->shape.nbits),
 				 errhint("REINDEX the index.")));
 }
 

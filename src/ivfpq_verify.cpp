@@ -158,9 +158,15 @@ IvfpqVerifyMeta(IvfpqVerifyState *vs, IvfpqMetaPageData *meta, BlockNumber nbloc
 		IvfpqProblem(vs, 0, -1, "metapage magic is 0x%08x, not 0x%08x", meta->magic, IVFPQ_MAGIC);
 		return false;
 	}
-	if (meta->version != IVFPQ_VERSION)
+	if (meta->version != IVFPQ_VERSION && meta->version != IVFPQ_VERSION_FAST_SCAN)
 	{
-		IvfpqProblem(vs, 0, -1, "page format %u, this build reads %d", meta->version, IVFPQ_VERSION);
+		IvfpqProblem(vs, 0, -1, "page format %u, this build reads %d and %d", meta->version, IVFPQ_VERSION,
+					 IVFPQ_VERSION_FAST_SCAN);
+		return false;
+	}
+	if (meta->version != (uint32) IvfpqFormatVersion(s))
+	{
+		IvfpqProblem(vs, 0, -1, "page format %u with %d-bit codes", meta->version, s->nbits);
 		return false;
 	}
 	ok = true;

@@ -236,3 +236,86 @@ def test_insert_vacuum_reindex(conn, items, data):
     conn.execute("RESET ivfpq.probes")
     assert len(all_rows) == ROWS + len(extra)
 
+
+
+@pytest.mark.parametrize("opclass", ["vector_ip_ops", "vector_cosine_ops"])
+def test_other_metrics(conn, items, data, opclass):
+    """Inner product and cosine 4-bit indexes answer exactly with everything
+    probed and re-ranked, and reasonably at a 3x deeper re-rank."""
+    op = "<#>" if opclass == "vector_ip_ops" else "<=>"
+    _, _, queries = data
+
+    def top(index_scan):
+        conn.execute(f"SET enable_indexscan = {'on' if index_scan else 'off'}")
+        conn.execute(f"SET enable_seqscan = {'off' if index_scan else 'on'}")
+        out = [conn.execute(f"SELECT id, e {op} %s::vector FROM {items} ORDER BY e {op} %s::vector LIMIT {K}",
+                            (vec(q), vec(q))).fetchall() for q in queries]
+        conn.execute("RESET enable_indexscan")
+        conn.execute("RESET enable_seqscan")
+        return out
+
+    exact = top(False)
+    conn.execute(f"CREATE INDEX fs_metric ON {items} USING ivfpq (e {opclass}) "
+                 f"WITH (lists = {LISTS}, m = {M4}, nbits = 4)")
+    assert problems(conn, "fs_metric") == []
+    conn.execute("SET ivfpq.rerank = 300")
+    assert recall(top(True), exact) >= 0.9
+    conn.execute(f"SET ivfpq.probes = {LISTS}")
+    conn.execute("SET ivfpq.rerank = 100000")
+    assert_exact(top(True), exact)
+    conn.execute("RESET ivfpq.probes")
+    conn.execute("RESET ivfpq.rerank")
+
+
+def test_filter_columns(conn, data):
+    """A multicolumn (e, category) 4-bit index: the filter arrays follow the
+    fast-scan codes on the page; filtered answers are the exact ones."""
+    rows, _, queries = data
+    n = 6000
+    conn.execute("DROP TABLE IF EXISTS fs_filtered")
+    conn.execute(f"CREATE TABLE fs_filtered (id int, category int, e vector({DIM}))")
+    with conn.cursor().copy("COPY fs_filtered (id, category, e) FROM STDIN") as copy:
+        for i in range(n):
+            copy.write_row((i, i % 10, vec(rows[i])))
+    conn.execute("CREATE INDEX fs_filtered_idx ON fs_filtered USING ivfpq (e, category) "
+                 "WITH (lists = 10, m = 16, nbits = 4)")
+    assert problems(conn, "fs_filtered_idx") == []
+    conn.execute("SET ivfpq.probes = 10")
+    conn.execute("SET ivfpq.rerank = 100000")
+    for q in queries[:10]:
+        sql = ("SELECT id, e <-> %s::vector FROM fs_filtered WHERE category = 3 "
+               "ORDER BY e <-> %s::vector LIMIT 10")
+        conn.execute("SET enable_seqscan = off")
+        got = conn.execute(sql, (vec(q), vec(q))).fetchall()
+        conn.execute("SET enable_seqscan = on")
+        conn.execute("SET enable_indexscan = off")
+        want = conn.execute(sql, (vec(q), vec(q))).fetchall()
+        conn.execute("RESET enable_indexscan")
+        assert all(i % 10 == 3 for i, _ in got)
+        assert_exact([got], [want])
+    conn.execute("RESET enable_seqscan")
+    conn.execute("RESET ivfpq.probes")
+    conn.execute("RESET ivfpq.rerank")
+    conn.execute("DROP TABLE fs_filtered")
+
+
+def test_page_format_versions(conn):
+    """8-bit indexes keep page format 1 (unchanged on disk); 4-bit indexes are
+    format 2, so builds that predate 4-bit codes refuse them."""
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    conn.execute("DROP TABLE IF EXISTS fs_format")
+    conn.execute("CREATE TABLE fs_format (e vector(16))")
+    conn.execute("INSERT INTO fs_format SELECT (SELECT array_agg(random() + g * 0)::vector(16) "
+                 "FROM generate_series(1, 16) g) FROM generate_series(1, 500) i")
+    conn.execute("CREATE INDEX fs_format8 ON fs_format USING ivfpq (e) WITH (lists = 4, m = 4)")
+    conn.execute("CREATE INDEX fs_format4 ON fs_format USING ivfpq (e) WITH (lists = 4, m = 8, nbits = 4)")
+    # The metapage's contents start after the 24-byte page header: magic, then version.
+    version = "SELECT get_byte(get_raw_page(%s, 0), 28) + 256 * get_byte(get_raw_page(%s, 0), 29)"
+    assert conn.execute(version, ("fs_format8", "fs_format8")).fetchone()[0] == 1
+    assert conn.execute(version, ("fs_format4", "fs_format4")).fetchone()[0] == 2
+    # list_page_capacity (metapage offset 24 + 44): 8-bit m = 4 keeps 808 entries
+    # (10 bytes each, a multiple of 8), 4-bit m = 8 (4 code bytes) 800 (a multiple of 32).
+    capacity = "SELECT get_byte(get_raw_page(%s, 0), 68) + 256 * get_byte(get_raw_page(%s, 0), 69)"
+    assert conn.execute(capacity, ("fs_format8", "fs_format8")).fetchone()[0] == 808
+    assert conn.execute(capacity, ("fs_format4", "fs_format4")).fetchone()[0] == 800
+    conn.execute("DROP TABLE fs_format")
