@@ -181,10 +181,65 @@ BlockDistancesAvx2(const uint8_t *lut, size_t m, const uint8_t *block, float ste
 bool
 CpuHas(const char *feature)
 {
-	__builtin_cpu_init();
-	if (std::strcmp(feature, "avx2") == 0)
-		return __builtin_cpu_supports("avx2");
-	return __builtin_cpu_supports("ssse3");
+	static const bool avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+	static const bool ssse3 = (__builtin_cpu_init(), __builtin_cpu_supports("ssse3"));
+
+	return std::strcmp(feature, "avx2") == 0 ? avx2 : ssse3;
+}
+
+/* The second pass of QuantizeFastScanTable: each row less its minimum, scaled and rounded. */
+void
+QuantizeRowsPortable(const float *table, size_t m, float scale, uint8_t *lut_out)
+{
+	for (size_t j = 0; j < m; j++)
+	{
+		const float *row = table + j * kFastScanKsub;
+		float		low = row[0];
+		uint8_t    *out = lut_out + j * kFastScanKsub;
+
+		for (size_t k = 1; k < kFastScanKsub; k++)
+			low = std::min(low, row[k]);
+		for (size_t k = 0; k < kFastScanKsub; k++)
+		{
+			/* Non-negative: rounding to nearest is truncation of value + 1/2. */
+			float		value = (row[k] - low) * scale + 0.5f;
+
+			out[k] = uint8_t(std::min(int(value), 255));
+		}
+	}
+}
+
+/*
+ * QuantizeRowsPortable, 16 entries per
+ * step: the same float operations as the scalar loop (subtract, multiply,
+ * add 1/2, truncate; no fused multiply-add), so the same bytes.
+ */
+__attribute__((target("avx2"))) void
+QuantizeRowsAvx2(const float *table, size_t m, float scale, uint8_t *lut_out)
+{
+	const __m256 scales = _mm256_set1_ps(scale);
+	const __m256 half = _mm256_set1_ps(0.5f);
+
+	for (size_t j = 0; j < m; j++)
+	{
+		const float *row = table + j * kFastScanKsub;
+		__m256		a = _mm256_loadu_ps(row);
+		__m256		b = _mm256_loadu_ps(row + 8);
+		__m256		low = _mm256_min_ps(a, b);
+		__m128		low4 = _mm_min_ps(_mm256_castps256_ps128(low), _mm256_extractf128_ps(low, 1));
+
+		low4 = _mm_min_ps(low4, _mm_movehl_ps(low4, low4));
+		low4 = _mm_min_ps(low4, _mm_shuffle_ps(low4, low4, 1));
+		low = _mm256_broadcastss_ps(low4);
+
+		__m256i		ia = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(a, low), scales), half));
+		__m256i		ib = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(b, low), scales), half));
+		/* 32-bit -> 16-bit -> 8-bit with unsigned saturation (values are >= 0). */
+		__m256i		words = _mm256_permute4x64_epi64(_mm256_packus_epi32(ia, ib), 0xD8);
+		__m128i		bytes = _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+
+		_mm_storeu_si128(reinterpret_cast<__m128i *>(lut_out + j * kFastScanKsub), bytes);
+	}
 }
 
 /* The variant Auto stands for now (follows UseKernels(): Portable forces portable). */
@@ -321,13 +376,16 @@ FastScanRefine(const FastScanTable &fast, const float *table, float bias, const 
 
 	if (heap_capacity == 0)
 		return 0;
+	/* FastScanErrorBound(), its constant part hoisted. */
+	float		bound = float(fast.m) * fast.step * 0.5f * 1.001f + 1e-5f * std::fabs(fast.offset);
+
 	for (size_t i = 0; i < n; i++)
 	{
 		float		distance;
 
 		if (pass != nullptr && !pass[i])
 			continue;
-		if (distances[i] - FastScanErrorBound(fast, distances[i]) > threshold)
+		if (distances[i] - bound - 1e-5f * std::fabs(distances[i]) > threshold)
 			continue;
 		distance = FastScanEntryDistance(table, fast.m, blocks, i, bias);
 		distances[i] = distance;
@@ -359,18 +417,24 @@ QuantizeFastScanTable(const float *table, size_t m, float bias, uint8_t *lut_out
 {
 	double		min_sum = 0;
 	double		span_sum = 0;
-	double		span_max = 0;
-	double		scale;
+	float		span_max = 0;
+	float		scale;
 
+	/* Plain 16-wide loops: the compiler vectorizes them (a table is 2 kB at m = 32). */
 	for (size_t j = 0; j < m; j++)
 	{
 		const float *row = table + j * kFastScanKsub;
-		float		low = *std::min_element(row, row + kFastScanKsub);
-		float		high = *std::max_element(row, row + kFastScanKsub);
+		float		low = row[0];
+		float		high = row[0];
 
+		for (size_t k = 1; k < kFastScanKsub; k++)
+		{
+			low = std::min(low, row[k]);
+			high = std::max(high, row[k]);
+		}
 		min_sum += low;
-		span_sum += double(high) - low;
-		span_max = std::max(span_max, double(high) - low);
+		span_sum += double(high) - double(low);
+		span_max = std::max(span_max, high - low);
 	}
 
 	/*
@@ -379,22 +443,14 @@ QuantizeFastScanTable(const float *table, size_t m, float bias, uint8_t *lut_out
 	 * 16 bits hold; rounding adds at most half a step per sub-quantizer, so
 	 * m steps are kept in reserve.
 	 */
-	scale = 1.0;
+	scale = 1.0f;
 	if (span_max > 0 && std::isfinite(span_max))
-		scale = std::min(255.0 / span_max, double(65535 - m) / span_sum);
-	for (size_t j = 0; j < m; j++)
-	{
-		const float *row = table + j * kFastScanKsub;
-		float		low = *std::min_element(row, row + kFastScanKsub);
-
-		for (size_t k = 0; k < kFastScanKsub; k++)
-		{
-			double		value = std::nearbyint((double(row[k]) - low) * scale);
-
-			lut_out[j * kFastScanKsub + k] = uint8_t(std::clamp(value, 0.0, 255.0));
-		}
-	}
-	*step_out = float(1.0 / scale);
+		scale = float(std::min(255.0 / span_max, double(65535 - m) / span_sum));
+	if (CpuHas("avx2"))
+		QuantizeRowsAvx2(table, m, scale, lut_out);
+	else
+		QuantizeRowsPortable(table, m, scale, lut_out);
+	*step_out = 1.0f / scale;
 	*offset_out = float(double(bias) + min_sum);
 }
 
