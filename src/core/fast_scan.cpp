@@ -413,7 +413,7 @@ FastScanRefine(const FastScanTable &fast, const float *table, float bias, const 
 /* Quantize a 4-bit distance table to 8 bits (see ivfpq_core.h). */
 void
 QuantizeFastScanTable(const float *table, size_t m, float bias, uint8_t *lut_out,
-					  float *step_out, float *offset_out)
+					  float *step_out, float *offset_out, FastScanKernel kernel)
 {
 	double		min_sum = 0;
 	double		span_sum = 0;
@@ -446,7 +446,7 @@ QuantizeFastScanTable(const float *table, size_t m, float bias, uint8_t *lut_out
 	scale = 1.0f;
 	if (span_max > 0 && std::isfinite(span_max))
 		scale = float(std::min(255.0 / span_max, double(65535 - m) / span_sum));
-	if (CpuHas("avx2"))
+	if (ResolveKernel(kernel) == FastScanKernel::Avx2)
 		QuantizeRowsAvx2(table, m, scale, lut_out);
 	else
 		QuantizeRowsPortable(table, m, scale, lut_out);

@@ -436,12 +436,7 @@ struct FastScanTable
 	float		offset;			/* distance of a sum of 0 (includes the bias) */
 };
 
-/*
- * Quantize a float table (m x 16, as ComputeDistanceTable writes for nbits 4)
- * plus its bias into lut_out (m x 16 bytes); returns step and offset.
- */
-void		QuantizeFastScanTable(const float *table, size_t m, float bias,
-								  uint8_t *lut_out, float *step_out, float *offset_out);
+
 
 /* Fast-scan kernels; Auto picks AVX2, else SSSE3, else portable (at run time). */
 enum class FastScanKernel : int
@@ -451,6 +446,15 @@ enum class FastScanKernel : int
 	Ssse3 = 2,
 	Avx2 = 3
 };
+
+/*
+ * Quantize a float table (m x 16, as ComputeDistanceTable writes for nbits 4)
+ * plus its bias into lut_out (m x 16 bytes); returns step and offset.  Every
+ * kernel writes the same bytes (the AVX2 one is only faster).
+ */
+void		QuantizeFastScanTable(const float *table, size_t m, float bias,
+								  uint8_t *lut_out, float *step_out, float *offset_out,
+								  FastScanKernel kernel = FastScanKernel::Auto);
 
 bool		FastScanKernelSupported(FastScanKernel kernel);
 /* "avx2", "ssse3" or "portable": what Auto uses now. */

@@ -459,3 +459,33 @@ TEST(FastScanKernels, RefineChoosesTheFloatAdcBest)
 	EXPECT_EQ(*std::max_element(heap.begin(), heap.end()), all_float[R - 1]);
 	EXPECT_LT(refined, all_float.size() / 2) << "the threshold should skip most entries";
 }
+
+/* Every kernel quantizes a table to the same bytes, step and offset. */
+TEST(FastScanKernels, QuantizationIsTheSameForEveryKernel)
+{
+	for (size_t m : {2, 32, 600})
+	{
+		auto		float_table = GaussianFloats(m * kFastScanKsub, 5.0f, uint32_t(m + 9));
+		std::vector<uint8_t> reference;
+		float		reference_step = 0, reference_offset = 0;
+
+		float_table[3] = 1e4f;	/* one outlier entry */
+		for (FastScanKernel kernel : SupportedKernels())
+		{
+			std::vector<uint8_t> lut(m * kFastScanKsub);
+			float		step, offset;
+
+			QuantizeFastScanTable(float_table.data(), m, 2.0f, lut.data(), &step, &offset, kernel);
+			if (reference.empty())
+			{
+				reference = lut;
+				reference_step = step;
+				reference_offset = offset;
+				continue;
+			}
+			EXPECT_EQ(lut, reference) << "kernel " << int(kernel) << " m " << m;
+			EXPECT_EQ(step, reference_step);
+			EXPECT_EQ(offset, reference_offset);
+		}
+	}
+}
