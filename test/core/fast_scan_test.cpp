@@ -412,52 +412,56 @@ TEST(FastScanKernels, EntryDistanceAndErrorBound)
  */
 TEST(FastScanKernels, RefineChoosesTheFloatAdcBest)
 {
-	size_t		m = 16, pages = 12, per_page = 250, R = 40;
-	auto		float_table = GaussianFloats(m * kFastScanKsub, 2.0f, 3);
-	std::vector<uint8_t> lut(m * kFastScanKsub);
-	FastScanTable table{lut.data(), m, 0, 0};
-	std::vector<float> heap(R);
-	size_t		heap_count = 0;
-	size_t		refined = 0;
-	std::vector<float> all_float;
-	std::vector<float> all_stored;
-	float		bias = 1.0f;
-
-	for (size_t k = 0; k < float_table.size(); k++)
-		float_table[k] *= float_table[k];	/* skewed, non-negative terms, like L2 tables */
-	QuantizeFastScanTable(float_table.data(), m, bias, lut.data(), &table.step, &table.offset);
-	for (size_t page = 0; page < pages; page++)
+	for (bool filtered : {true, false})
 	{
-		auto		codes = RandomPackedCodes(per_page, m, uint32_t(100 + page));
-		auto		blocks = Blocks(codes, per_page, m);
-		std::vector<float> distances(per_page);
-		bool		pass[250];
+		size_t		m = 16, pages = 12, per_page = 250, R = 40;
+		auto		float_table = GaussianFloats(m * kFastScanKsub, 2.0f, 3);
+		std::vector<uint8_t> lut(m * kFastScanKsub);
+		FastScanTable table{lut.data(), m, 0, 0};
+		std::vector<float> heap(R);
+		size_t		heap_count = 0;
+		size_t		refined = 0;
+		std::vector<float> all_float;
+		std::vector<float> all_stored;
+		float		bias = 1.0f;
 
-		for (size_t i = 0; i < per_page; i++)
-			pass[i] = (i % 5) != 3;
-		FastScanDistances(table, blocks.data(), per_page, distances.data());
-		auto		fast = distances;
-
-		refined += FastScanRefine(table, float_table.data(), bias, blocks.data(), per_page, pass,
-								  distances.data(), heap.data(), R, &heap_count);
-		for (size_t i = 0; i < per_page; i++)
+		for (size_t k = 0; k < float_table.size(); k++)
+			float_table[k] *= float_table[k];	/* skewed, non-negative terms, like L2 tables */
+		QuantizeFastScanTable(float_table.data(), m, bias, lut.data(), &table.step, &table.offset);
+		for (size_t page = 0; page < pages; page++)
 		{
-			if (!pass[i])
+			auto		codes = RandomPackedCodes(per_page, m, uint32_t(100 + page));
+			auto		blocks = Blocks(codes, per_page, m);
+			std::vector<float> distances(per_page);
+			bool		pass[250];
+
+			for (size_t i = 0; i < per_page; i++)
+				pass[i] = !filtered || (i % 5) != 3;
+			FastScanDistances(table, blocks.data(), per_page, distances.data());
+			auto		fast = distances;
+
+			refined += FastScanRefine(table, float_table.data(), bias, blocks.data(), per_page,
+									  filtered ? pass : nullptr,
+									  distances.data(), heap.data(), R, &heap_count);
+			for (size_t i = 0; i < per_page; i++)
 			{
-				EXPECT_EQ(distances[i], fast[i]);
-				continue;
+				if (!pass[i])
+				{
+					EXPECT_EQ(distances[i], fast[i]);
+					continue;
+				}
+				all_float.push_back(FastScanEntryDistance(float_table.data(), m, blocks.data(), i, bias));
+				all_stored.push_back(distances[i]);
 			}
-			all_float.push_back(FastScanEntryDistance(float_table.data(), m, blocks.data(), i, bias));
-			all_stored.push_back(distances[i]);
 		}
+		ASSERT_EQ(heap_count, R);
+		std::sort(all_float.begin(), all_float.end());
+		std::sort(all_stored.begin(), all_stored.end());
+		for (size_t r = 0; r < R; r++)
+			EXPECT_EQ(all_stored[r], all_float[r]) << "rank " << r;
+		EXPECT_EQ(*std::max_element(heap.begin(), heap.end()), all_float[R - 1]);
+		EXPECT_LT(refined, all_float.size() / 2) << "the threshold should skip most entries";
 	}
-	ASSERT_EQ(heap_count, R);
-	std::sort(all_float.begin(), all_float.end());
-	std::sort(all_stored.begin(), all_stored.end());
-	for (size_t r = 0; r < R; r++)
-		EXPECT_EQ(all_stored[r], all_float[r]) << "rank " << r;
-	EXPECT_EQ(*std::max_element(heap.begin(), heap.end()), all_float[R - 1]);
-	EXPECT_LT(refined, all_float.size() / 2) << "the threshold should skip most entries";
 }
 
 /* Every kernel quantizes a table to the same bytes, step and offset. */
