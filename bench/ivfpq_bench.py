@@ -59,6 +59,9 @@ def parse_args(argv=None):
     ap.add_argument("dataset", help="fashion-mnist | generated[:N] | siftlike[:N]")
     ap.add_argument("--lists", type=int, default=256, help="index lists (default %(default)s)")
     ap.add_argument("--m", type=int, default=56, help="PQ subquantizers (default %(default)s)")
+    ap.add_argument("--nbits", type=int, choices=(4, 8), default=8,
+                    help="bits per ivfpq sub-quantizer code (default %(default)s); with 4 the ivfpq index "
+                         "gets WITH (m = M, nbits = 4) and FAISS (always 8 bits) m = M / 2: the same code bytes")
     ap.add_argument("--probes", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128],
                     help="comma-separated ivfpq.probes / nprobe values (default %(default)s)")
     ap.add_argument("--rerank", type=int_list, default=[0, 10, 20, 50, 100, 200, 500],
@@ -484,7 +487,8 @@ def main(argv=None):
     conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
     pgclient.register_vector(conn)
     result = {"dataset": {"name": ds.name, "rows": int(ds.base.shape[0]), "dim": int(ds.dim)},
-              "metric": args.metric, "lists": args.lists, "m": args.m, "nqueries": nq,
+              "metric": args.metric, "lists": args.lists, "m": args.m, "nbits": args.nbits,
+              "faiss_m": args.m * args.nbits // 8, "nqueries": nq,
               "probes": args.probes, "reranks": args.rerank,
               "environment": machine_notes(conn), "notes": []}
 
@@ -533,7 +537,7 @@ def main(argv=None):
     faiss_state = None
     faiss_rows = []
     if not args.no_faiss:
-        faiss_state = faiss_baseline.build_baseline(ds, args.lists, args.m, args.metric, nq,
+        faiss_state = faiss_baseline.build_baseline(ds, args.lists, args.m * args.nbits // 8, args.metric, nq,
                                                     args.faiss_train_size, threads=1, log=log)
 
     def faiss_same_setting(p, r):
@@ -543,7 +547,9 @@ def main(argv=None):
     # 3-4. ivfpq index
     if have_am:
         build_s, index_bytes, stats, sql = create_index(conn, args.metric,
-                                                        index_options(args.lists, args.m, args.index_options),
+                                                        index_options(args.lists, args.m, ", ".join(
+                                                            x for x in (f"nbits = {args.nbits}" if args.nbits != 8 else "",
+                                                                        args.index_options) if x)),
                                                         args.maintenance_work_mem)
         log(f"pg: CREATE INDEX {build_s:.1f} s, index size {mib(index_bytes)}")
         pgclient.prewarm(conn, "items_embedding_ivfpq")

@@ -2,13 +2,14 @@
 # bench/perf_profile.sh -- where a backend's time goes, with perf: the profile
 # behind the "where the time goes" figures in README and bench/results.
 #
-#   bash bench/perf_profile.sh query  [dataset] [lists] [m] [probes] [rerank]
+#   bash bench/perf_profile.sh query  [dataset] [lists] [m] [probes] [rerank] [nbits]
 #   bash bench/perf_profile.sh insert [dataset] [lists] [m]
 #
 #   query   loads the dataset (default siftlike:200000, lists 400, m 16),
 #           builds the index, runs 300 untimed queries, then records the
 #           backend with `perf record -g` while it runs 2000 prepared queries
-#           one at a time (ivfpq.probes / ivfpq.rerank: default 32 / 50).
+#           one at a time (ivfpq.probes / ivfpq.rerank: default 32 / 50;
+#           nbits 8, or 4 for the fast-scan codes).
 #   insert  loads 100000 rows of generated:200000 (768 dims; lists default
 #           1000, m 96), builds the index, then records the backend while it
 #           inserts 20000 rows in binary COPY batches of 100, after timing the
@@ -31,6 +32,7 @@ case "$mode" in
 esac
 probes="${5:-32}"
 rerank="${6:-50}"
+nbits="${7:-8}"
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 
 ivfpq_install_deps
@@ -40,8 +42,9 @@ shared_buffers = 2GB
 maintenance_work_mem = 2GB
 jit = off" ivfpq_cluster_start perf
 data="$IVFPQ_ROOT/.tmp/perf-$mode.data"
+[ "$nbits" = 8 ] || data="$IVFPQ_ROOT/.tmp/perf-$mode-nbits$nbits.data"
 
-IVFPQ_ROOT="$IVFPQ_ROOT" MODE="$mode" DATASET="$dataset" LISTS="$lists" M="$m" PROBES="$probes" RERANK="$rerank" DATA="$data" \
+IVFPQ_ROOT="$IVFPQ_ROOT" MODE="$mode" DATASET="$dataset" LISTS="$lists" M="$m" PROBES="$probes" RERANK="$rerank" NBITS="$nbits" DATA="$data" \
 "$PYTHON" - <<'PY'
 import os, subprocess, sys, time
 import numpy as np
@@ -69,7 +72,8 @@ def make_table(name, rows, index):
     if len(rows):
         pgclient.copy_into(conn, name, np.arange(len(rows)), rows, log=lambda *a: None)
     if index:
-        conn.execute(f"CREATE INDEX ON {name} USING ivfpq (embedding) WITH (lists = {env['LISTS']}, m = {env['M']})")
+        conn.execute(f"CREATE INDEX ON {name} USING ivfpq (embedding) WITH (lists = {env['LISTS']}, m = {env['M']}, "
+                     f"nbits = {env['NBITS']})")
     conn.execute(f"VACUUM ANALYZE {name}")
 
 
@@ -91,7 +95,7 @@ if env["MODE"] == "query":
     rec.send_signal(2)
     rec.wait()
     print(f"{ds.name}: {len(queries) - 300} queries, {(len(queries) - 300) / seconds:.0f} QPS under perf "
-          f"(probes {env['PROBES']}, rerank {env['RERANK']}, lists {env['LISTS']}, m {env['M']})")
+          f"(probes {env['PROBES']}, rerank {env['RERANK']}, lists {env['LISTS']}, m {env['M']}, nbits {env['NBITS']})")
 else:
     base = np.asarray(ds.base[:120000], dtype=np.float32)
     make_table("items", base[:100000], True)

@@ -217,7 +217,8 @@ SELECT count(*) = (SELECT count(*) FROM items WHERE e IS NOT NULL) AS nulls_skip
 -- options validation
 CREATE INDEX ON items USING ivfpq (e) WITH (m = 5);
 CREATE INDEX ON items USING ivfpq (e) WITH (m = 32);
-CREATE INDEX ON items USING ivfpq (e) WITH (nbits = 4);
+CREATE INDEX ON items USING ivfpq (e) WITH (nbits = 5);
+CREATE INDEX ON items USING ivfpq (e) WITH (nbits = 4, m = 1);
 CREATE INDEX ON items USING ivfpq (e) WITH (lists = -1);
 CREATE INDEX ON items USING ivfpq (e) WITH (lists = 70000);
 CREATE INDEX ON items USING ivfpq (e) WITH (probes = 3);

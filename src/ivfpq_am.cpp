@@ -54,7 +54,7 @@ IvfpqInitReloptions(void)
 					  "Bytes per PQ code; must divide the dimensions (0 = derived)",
 					  0, 0, IVFPQ_MAX_M, AccessExclusiveLock);
 	add_int_reloption(ivfpq_relopt_kind, "nbits",
-					  "Bits per sub-quantizer code (8)",
+					  "Bits per sub-quantizer code: 8 (256 codewords) or 4 (16 codewords, fast scan)",
 					  IVFPQ_DEFAULT_NBITS, 1, 16, AccessExclusiveLock);
 	add_int_reloption(ivfpq_relopt_kind, "sample_rows",
 					  "Rows sampled to train centroids and codebooks (0 = derived)",
@@ -80,12 +80,12 @@ ivfpqoptions(Datum reloptions, bool validate)
 
 	options = (IvfpqOptions *) build_reloptions(reloptions, validate, ivfpq_relopt_kind,
 												sizeof(IvfpqOptions), tab, lengthof(tab));
-	if (validate && options != NULL && options->nbits != 8)
+	if (validate && options != NULL && options->nbits != 8 && options->nbits != 4)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("nbits = %d is not supported", options->nbits),
-				 errdetail("ivfpq currently stores 8-bit PQ codes (256 codewords per sub-quantizer)."),
-				 errhint("Omit nbits or set nbits = 8.")));
+				 errdetail("ivfpq stores 8-bit PQ codes (256 codewords per sub-quantizer) or 4-bit ones (16 codewords, scanned with in-register tables)."),
+				 errhint("Omit nbits or set nbits = 8 or nbits = 4.")));
 	return (bytea *) options;
 }
 

@@ -16,8 +16,10 @@
  *								transaction can still hold a pointer to them
  *
  * A list page holds up to meta->list_page_capacity entries (a multiple of
- * kCodeBlock): an array of heap TIDs, then the PQ codes in the core's blocked
- * layout (blocks of 8 entries, sub-quantizer major), so the scan kernel reads
+ * the core's CodeBlockEntries(nbits)): an array of heap TIDs, then the PQ
+ * codes in the core's blocked layout (8-bit codes: blocks of 8 entries,
+ * sub-quantizer major; 4-bit codes: the fast-scan layout, blocks of 32
+ * entries), so the scan kernel reads
  * codes straight from the buffer; then, for an index with filter columns
  * (CREATE INDEX ... (embedding, category)), per filter column an int64 key
  * per entry and a null bitmap (ivfpq_filter.cpp).  pd_lower covers the whole
@@ -47,6 +49,17 @@ extern "C"
 
 #define IVFPQ_MAGIC				0x49565051	/* "IVPQ" */
 #define IVFPQ_VERSION			1
+/*
+ * Format 2 is format 1 whose list pages hold 4-bit codes in the fast-scan
+ * layout (shape.nbits = 4).  Only such indexes are written as format 2, so
+ * 8-bit indexes stay format 1 byte for byte, and a build that predates
+ * 4-bit codes refuses a 4-bit index (page format check) instead of reading
+ * its list pages with m-byte codes.
+ */
+#define IVFPQ_VERSION_FAST_SCAN	2
+
+/* The page format of an index of this shape. */
+#define IvfpqFormatVersion(shape)	((shape)->nbits == 4 ? IVFPQ_VERSION_FAST_SCAN : IVFPQ_VERSION)
 #define IVFPQ_PAGE_ID			0xFF8A
 #define IVFPQ_METAPAGE_BLKNO	0
 
@@ -192,9 +205,17 @@ typedef struct IvfpqDeletedPageData
 typedef struct IvfpqListLayout
 {
 	int			capacity;
-	int			m;
+	int			m;				/* sub-quantizers */
+	int			nbits;			/* bits per sub-quantizer code: 8 or 4 */
 	int			filter_columns;
 } IvfpqListLayout;
+
+/* Bytes of one entry's PQ code (m, or m / 2 for 4-bit codes). */
+static inline Size
+IvfpqCodeBytes(const IvfpqListLayout *layout)
+{
+	return ivfpq::core::CodeBytes((size_t) layout->m, (size_t) layout->nbits);
+}
 
 /* A filter column's value in an entry payload: an int64 key, then 1 if NULL. */
 #define IVFPQ_FILTER_VALUE_BYTES	(sizeof(int64) + 1)
@@ -203,7 +224,7 @@ typedef struct IvfpqListLayout
 static inline Size
 IvfpqEntryPayloadBytes(const IvfpqListLayout *layout)
 {
-	return (Size) layout->m + (Size) layout->filter_columns * IVFPQ_FILTER_VALUE_BYTES;
+	return IvfpqCodeBytes(layout) + (Size) layout->filter_columns * IVFPQ_FILTER_VALUE_BYTES;
 }
 
 /* reloptions */
@@ -278,7 +299,7 @@ extern void IvfpqInitPage(Page page, uint16 page_type);
 extern Buffer IvfpqNewBuffer(Relation index, ForkNumber fork);
 extern void IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta);
 extern Size IvfpqListCodeOffset(int capacity);
-extern int	IvfpqListPageCapacity(int m, int filter_columns);
+extern int	IvfpqListPageCapacity(int m, int nbits, int filter_columns);
 extern IvfpqListLayout IvfpqMetaLayout(const IvfpqMetaPageData *meta);
 extern Size IvfpqListLayoutBytes(const IvfpqListLayout *layout);
 extern int64 *IvfpqListFilterKeys(Page page, const IvfpqListLayout *layout, int column);

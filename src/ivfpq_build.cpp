@@ -212,6 +212,36 @@ IvfpqDefaultM(int dim)
 	return best;
 }
 
+/*
+ * Default m for 4-bit codes: the same code bytes as the 8-bit default (twice
+ * its sub-quantizers) when that divides the dimensions, else the even divisor
+ * whose sub-vectors come closest to 4 dimensions; 0 if dim is odd.
+ */
+static int
+IvfpqDefaultM4(int dim)
+{
+	int			doubled = 2 * IvfpqDefaultM(dim);
+	int			best = 0;
+	double		best_score = 1e30;
+
+	if (doubled <= dim && doubled <= IVFPQ_MAX_M && dim % doubled == 0)
+		return doubled;
+	for (int m = 2; m <= dim && m <= IVFPQ_MAX_M; m += 2)
+	{
+		double		score;
+
+		if (dim % m != 0)
+			continue;
+		score = fabs(log((double) (dim / m) / 4.0));
+		if (score < best_score - 1e-9)
+		{
+			best = m;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
 /* Default lists: rows / 1000 up to 1M rows, sqrt(rows) beyond. */
 static int
 IvfpqDefaultLists(double rows)
@@ -372,7 +402,8 @@ static void
 IvfpqFlushBatch(IvfpqBuildState *state)
 {
 	int			n = state->batch_count;
-	int			code_bytes = state->shape.m;
+	int			code_bytes = (int) ivfpq::core::CodeBytes((size_t) state->shape.m,
+											  (size_t) state->shape.nbits);
 
 	if (n == 0)
 		return;
@@ -540,6 +571,7 @@ IvfpqWriteLists(IvfpqBuildState *state, BlockNumber directory_start)
 
 	layout.capacity = state->list_page_capacity;
 	layout.m = state->shape.m;
+	layout.nbits = state->shape.nbits;
 	layout.filter_columns = IvfpqIndexFilterColumns(index);
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, IVFPQ_PHASE_WRITE);
 	entries = (IvfpqDirEntryData *) palloc(sizeof(IvfpqDirEntryData) * state->shape.lists);
@@ -666,7 +698,7 @@ IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
 	meta = IvfpqPageGetMeta(page);
 	MemSet(meta, 0, sizeof(IvfpqMetaPageData));
 	meta->magic = IVFPQ_MAGIC;
-	meta->version = IVFPQ_VERSION;
+	meta->version = IvfpqFormatVersion(shape);
 	meta->shape = *shape;
 	meta->trained = trained ? 1 : 0;
 	meta->inherited = inherited ? 1 : 0;
@@ -674,7 +706,7 @@ IvfpqWriteMeta(Relation index, ForkNumber fork, const IvfpqShapeData *shape,
 	meta->codebook_start = layout->codebook_start;
 	meta->directory_start = layout->directory_start;
 	meta->filter_columns = (uint32) IvfpqIndexFilterColumns(index);
-	meta->list_page_capacity = (uint32) IvfpqListPageCapacity(shape->m, (int) meta->filter_columns);
+	meta->list_page_capacity = (uint32) IvfpqListPageCapacity(shape->m, shape->nbits, (int) meta->filter_columns);
 	meta->training_rows = training_rows;
 	meta->build_rows = build_rows;
 	meta->build_id = IvfpqNewBuildId();
@@ -690,19 +722,34 @@ IvfpqResolveOptions(IvfpqBuildState *state, const IvfpqOptions *options, double 
 {
 	int			dim = state->shape.dim;
 
+	bool		four_bit = options->nbits == 4;
+	int			default_m = four_bit ? IvfpqDefaultM4(dim) : IvfpqDefaultM(dim);
+
 	state->shape.nbits = options->nbits;
 	state->shape.lists = options->lists > 0 ? options->lists : IvfpqDefaultLists(estimated_rows);
-	state->shape.m = options->m > 0 ? options->m : IvfpqDefaultM(dim);
+	if (four_bit && default_m == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nbits = 4 needs an even number of dimensions, not %d", dim),
+				 errdetail("4-bit codes pack two sub-quantizers per byte, so m must be even and divide the dimensions."),
+				 errhint("Use nbits = 8.")));
+	state->shape.m = options->m > 0 ? options->m : default_m;
 	if (state->shape.m > dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("m = %d is larger than the %d dimensions", state->shape.m, dim),
-				 errhint("Choose m as a divisor of %d, such as %d.", dim, IvfpqDefaultM(dim))));
+				 errhint("Choose m as a divisor of %d, such as %d.", dim, default_m)));
 	if (dim % state->shape.m != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("m = %d does not divide the %d dimensions", state->shape.m, dim),
-				 errhint("Choose m as a divisor of %d, such as %d.", dim, IvfpqDefaultM(dim))));
+				 errhint("Choose m as a divisor of %d, such as %d.", dim, default_m)));
+	if (four_bit && state->shape.m % 2 != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("m = %d must be even with nbits = 4", state->shape.m),
+				 errdetail("4-bit codes pack two sub-quantizers per byte."),
+				 errhint("Choose an even divisor of %d, such as %d.", dim, default_m)));
 }
 
 /* The sort descriptor: (list int4, entry bytea = heap TID + code). */
@@ -1090,7 +1137,8 @@ IvfpqSampleAndTrain(IvfpqBuildState *state, const IvfpqOptions *options)
 		IvfpqResolveOptions(state, options, estimated_rows);	/* validates m even when untrained */
 	if (!state->trained)
 		state->shape = IvfpqUntrainedShape(state->shape.dim, state->shape.metric);
-	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m, IvfpqIndexFilterColumns(state->index));
+	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m, state->shape.nbits,
+													  IvfpqIndexFilterColumns(state->index));
 	if (state->trained)
 		IvfpqTrainChecked(state);
 }
@@ -1148,6 +1196,12 @@ IvfpqInheritQuantizer(IvfpqBuildState *state, const IvfpqOptions *options, const
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("m = %d does not match m = %d of index \"%s\"", options->m, meta.shape.m, source_name),
 				 errhint("Omit m with codebooks_from: the codebooks decide it.")));
+	if (options->nbits == 4 && meta.shape.nbits != 4)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nbits = %d does not match nbits = %d of index \"%s\"",
+						options->nbits, meta.shape.nbits, source_name),
+				 errhint("Omit nbits with codebooks_from: the codebooks decide it.")));
 	if (options->lists > 0 && options->lists != meta.shape.lists)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1159,7 +1213,8 @@ IvfpqInheritQuantizer(IvfpqBuildState *state, const IvfpqOptions *options, const
 	state->trained = true;
 	state->inherited = true;
 	state->sample_count = (int64) meta.training_rows;
-	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m, IvfpqIndexFilterColumns(state->index));
+	state->list_page_capacity = IvfpqListPageCapacity(state->shape.m, state->shape.nbits,
+													  IvfpqIndexFilterColumns(state->index));
 	state->centroids = (float *) palloc_extended(sizeof(float) * IvfpqCentroidFloats(&meta.shape),
 												 MCXT_ALLOC_HUGE);
 	state->codebooks = (float *) palloc_extended(sizeof(float) * IvfpqCodebookFloats(&meta.shape),

@@ -192,6 +192,9 @@ IvfpqTermTableRoom(const IvfpqQuantizer *q)
 
 	if (ivfpq_table_cache_mb <= 0 || q->shape.metric == IVFPQ_METRIC_IP)
 		return 0;
+	/* 4-bit codes: a table of 16 codewords costs less than the terms would. */
+	if (q->shape.nbits != 8)
+		return 0;
 	per_list = ivfpq::core::TermTableBytes(IvfpqView(q));
 	if ((double) per_list * q->shape.lists > (double) ivfpq_table_cache_mb * 1024 * 1024)
 		return 0;
@@ -548,6 +551,7 @@ IvfpqQuantizerLayout(const IvfpqQuantizer *q)
 
 	layout.capacity = q->list_page_capacity;
 	layout.m = Max(q->shape.m, 1);
+	layout.nbits = q->shape.nbits;
 	layout.filter_columns = q->filter_columns;
 	return layout;
 }

@@ -384,7 +384,7 @@ ivfpqinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 		/* The entry payload: the code, then the filter columns' values. */
 		code = (uint8 *) palloc0(IvfpqEntryPayloadBytes(&layout));
 		if (layout.filter_columns > 0)
-			IvfpqEncodeFilterValues(index, values, isnull, code + layout.m);
+			IvfpqEncodeFilterValues(index, values, isnull, code + IvfpqCodeBytes(&layout));
 	}
 	if (q->trained)
 	{

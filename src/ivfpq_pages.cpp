@@ -198,11 +198,18 @@ IvfpqReadMeta(Relation index, IvfpqMetaPageData *meta)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
 				 errmsg("index \"%s\" is not an ivfpq index", RelationGetRelationName(index))));
-	if (meta->version != IVFPQ_VERSION)
+	if (meta->version != IVFPQ_VERSION && meta->version != IVFPQ_VERSION_FAST_SCAN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("index \"%s\" has ivfpq page format %u, this build reads %d",
-						RelationGetRelationName(index), meta->version, IVFPQ_VERSION),
+				 errmsg("index \"%s\" has ivfpq page format %u, this build reads %d and %d",
+						RelationGetRelationName(index), meta->version, IVFPQ_VERSION,
+						IVFPQ_VERSION_FAST_SCAN),
+				 errhint("REINDEX the index.")));
+	if (meta->version != (uint32) IvfpqFormatVersion(&meta->shape))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" has ivfpq page format %u with %d-bit codes",
+						RelationGetRelationName(index), meta->version, meta->shape.nbits),
 				 errhint("REINDEX the index.")));
 }
 
@@ -225,7 +232,7 @@ IvfpqFilterColumnBytes(int capacity)
 static Size
 IvfpqListFilterOffset(const IvfpqListLayout *layout)
 {
-	return MAXALIGN(IvfpqListCodeOffset(layout->capacity) + (Size) layout->capacity * layout->m);
+	return MAXALIGN(IvfpqListCodeOffset(layout->capacity) + (Size) layout->capacity * IvfpqCodeBytes(layout));
 }
 
 /* Bytes of a list page's entry arrays (pd_lower is the header plus this). */
@@ -233,24 +240,27 @@ Size
 IvfpqListLayoutBytes(const IvfpqListLayout *layout)
 {
 	if (layout->filter_columns == 0)
-		return IvfpqListCodeOffset(layout->capacity) + (Size) layout->capacity * layout->m;
+		return IvfpqListCodeOffset(layout->capacity) + (Size) layout->capacity * IvfpqCodeBytes(layout);
 	return IvfpqListFilterOffset(layout) + (Size) layout->filter_columns * IvfpqFilterColumnBytes(layout->capacity);
 }
 
 /*
- * Entries per list page for m-byte codes and that many filter columns: a
- * multiple of the code block size (so also of 8, which the null bitmaps
- * rely on).
+ * Entries per list page for codes of m sub-quantizers of nbits bits and that
+ * many filter columns: a multiple of the code block size (8 entries for 8-bit
+ * codes, 32 for 4-bit ones; so also of 8, which the null bitmaps rely on).
  */
 int
-IvfpqListPageCapacity(int m, int filter_columns)
+IvfpqListPageCapacity(int m, int nbits, int filter_columns)
 {
-	int			block = (int) ivfpq::core::kCodeBlock;
-	double		entry_bytes = sizeof(ItemPointerData) + m + filter_columns * (sizeof(int64) + 0.125);
+	int			block = (int) ivfpq::core::CodeBlockEntries((size_t) nbits);
 	IvfpqListLayout layout;
+	double		entry_bytes;
 
 	layout.m = m;
+	layout.nbits = nbits;
 	layout.filter_columns = filter_columns;
+	entry_bytes = sizeof(ItemPointerData) + IvfpqCodeBytes(&layout) +
+		filter_columns * (sizeof(int64) + 0.125);
 	layout.capacity = (int) (IVFPQ_PAGE_CONTENT_BYTES / entry_bytes);
 	layout.capacity -= layout.capacity % block;
 	while (layout.capacity > 0 && IvfpqListLayoutBytes(&layout) > IVFPQ_PAGE_CONTENT_BYTES)
@@ -266,6 +276,7 @@ IvfpqMetaLayout(const IvfpqMetaPageData *meta)
 
 	layout.capacity = (int) meta->list_page_capacity;
 	layout.m = Max((int) meta->shape.m, 1);
+	layout.nbits = (int) meta->shape.nbits;
 	layout.filter_columns = (int) meta->filter_columns;
 	return layout;
 }
@@ -303,8 +314,8 @@ IvfpqStoreEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer 
 {
 	IvfpqListTids(page)[slot] = *tid;
 	ivfpq::core::StoreBlockedCode(IvfpqListCodes(page, layout->capacity), (size_t) slot,
-								  (size_t) layout->m, payload);
-	payload += layout->m;
+								  (size_t) layout->m, (size_t) layout->nbits, payload);
+	payload += IvfpqCodeBytes(layout);
 	for (int c = 0; c < layout->filter_columns; c++)
 	{
 		uint8	   *nulls = IvfpqListFilterNulls(page, layout, c);
@@ -325,8 +336,8 @@ IvfpqLoadEntry(Page page, const IvfpqListLayout *layout, int slot, ItemPointer t
 {
 	*tid = IvfpqListTids(page)[slot];
 	ivfpq::core::LoadBlockedCode(IvfpqListCodes(page, layout->capacity), (size_t) slot,
-								 (size_t) layout->m, payload);
-	payload += layout->m;
+								 (size_t) layout->m, (size_t) layout->nbits, payload);
+	payload += IvfpqCodeBytes(layout);
 	for (int c = 0; c < layout->filter_columns; c++)
 	{
 		memcpy(payload, &IvfpqListFilterKeys(page, layout, c)[slot], sizeof(int64));

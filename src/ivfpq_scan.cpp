@@ -108,6 +108,10 @@ typedef struct IvfpqScanOpaqueData
 	float	   *table;
 	float	   *query_terms;	/* with cached term tables: per-query part */
 	bool		table_valid;	/* inner product: the one table is computed */
+	uint8	   *fast_lut;		/* 4-bit codes: the list's table quantized to 8 bits */
+	float	   *refine_heap;	/* 4-bit codes: the best refined distances (FastScanRefine) */
+	size_t		refine_capacity;
+	size_t		refine_count;
 	float	   *adc;
 
 	/* candidate pool */
@@ -174,6 +178,9 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->list_order = NULL;
 	so->centroid_distances = NULL;
 	so->table = so->adc = NULL;
+	so->fast_lut = NULL;
+	so->refine_heap = NULL;
+	so->refine_capacity = so->refine_count = 0;
 	so->query_terms = NULL;
 	so->table_valid = false;
 	so->pool = NULL;
@@ -249,6 +256,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 	size_t		m = (size_t) q->shape.m;
 	size_t		ksub = (size_t) 1 << q->shape.nbits;
 	float		bias = 0;
+	ivfpq::core::FastScanTable fast_table = {NULL, m, 0, 0};
 	BlockNumber first_block;
 	Buffer		buffer;
 
@@ -296,6 +304,22 @@ IvfpqScanList(IndexScanDesc scan, int list)
 		});
 	}
 
+	/*
+	 * 4-bit codes: the table quantized to 8 bits for the in-register kernel
+	 * (its distances only choose the candidates; the re-rank is exact).
+	 */
+	if (q->trained && q->shape.nbits == 4)
+	{
+		const float *table = so->table;
+		uint8	   *lut = so->fast_lut;
+
+		IvfpqCallCore("ivfpq scan", [&]() {
+			ivfpq::core::QuantizeFastScanTable(table, m, bias, lut, &fast_table.step,
+											   &fast_table.offset);
+		});
+		fast_table.lut = lut;
+	}
+
 	/* Lock coupling along the chain: ivfpq_pages.cpp states the rule. */
 	first_block = IvfpqListFirstBlock(index, q, list);
 	if (first_block == InvalidBlockNumber)
@@ -323,7 +347,26 @@ IvfpqScanList(IndexScanDesc scan, int list)
 
 			IvfpqReservePool(so, passed);
 			out = so->pool + so->pool_count;
-			if (q->trained)
+			if (q->trained && fast_table.lut != NULL)
+			{
+				/*
+				 * Fast distances for every entry, then float ADC distances
+				 * for those that may be among the scan's best: the batch is
+				 * chosen as precisely as with the float table.
+				 */
+				const uint8 *codes = IvfpqListCodes(page, layout.capacity);
+				const float *table = so->table;
+				const bool *pass = so->filter != NULL ? so->pass : NULL;
+				float	   *adc = so->adc;
+
+				IvfpqCallCore("ivfpq scan", [&]() {
+					ivfpq::core::FastScanDistances(fast_table, codes, (size_t) n, adc);
+					ivfpq::core::FastScanRefine(fast_table, table, bias, codes, (size_t) n, pass,
+												adc, so->refine_heap, so->refine_capacity,
+												&so->refine_count);
+				});
+			}
+			else if (q->trained)
 			{
 				const uint8 *codes = IvfpqListCodes(page, layout.capacity);
 				const float *table = so->table;
@@ -484,6 +527,12 @@ IvfpqStartScan(IndexScanDesc scan)
 		so->lists_limit = Min(so->lists_limit, lists);
 		first_lists = Min(so->probes, so->lists_limit);
 		so->table = (float *) palloc(sizeof(float) * ((Size) q->shape.m << q->shape.nbits));
+		if (q->shape.nbits == 4)
+		{
+			so->fast_lut = (uint8 *) palloc((Size) q->shape.m * ivfpq::core::kFastScanKsub);
+			so->refine_capacity = (size_t) (so->rerank > 0 ? so->rerank : IVFPQ_UNRANKED_BATCH);
+			so->refine_heap = (float *) palloc(sizeof(float) * so->refine_capacity);
+		}
 		if (q->shape.metric != IVFPQ_METRIC_IP && first_lists < lists)
 			bound = IvfpqCoarseBound(q);
 		if (bound != NULL)

@@ -158,14 +158,20 @@ IvfpqVerifyMeta(IvfpqVerifyState *vs, IvfpqMetaPageData *meta, BlockNumber nbloc
 		IvfpqProblem(vs, 0, -1, "metapage magic is 0x%08x, not 0x%08x", meta->magic, IVFPQ_MAGIC);
 		return false;
 	}
-	if (meta->version != IVFPQ_VERSION)
+	if (meta->version != IVFPQ_VERSION && meta->version != IVFPQ_VERSION_FAST_SCAN)
 	{
-		IvfpqProblem(vs, 0, -1, "page format %u, this build reads %d", meta->version, IVFPQ_VERSION);
+		IvfpqProblem(vs, 0, -1, "page format %u, this build reads %d and %d", meta->version, IVFPQ_VERSION,
+					 IVFPQ_VERSION_FAST_SCAN);
+		return false;
+	}
+	if (meta->version != (uint32) IvfpqFormatVersion(s))
+	{
+		IvfpqProblem(vs, 0, -1, "page format %u with %d-bit codes", meta->version, s->nbits);
 		return false;
 	}
 	ok = true;
 	if (s->lists < 1 || s->lists > IVFPQ_MAX_LISTS || s->m < 1 || s->m > IVFPQ_MAX_M ||
-		s->nbits != IVFPQ_DEFAULT_NBITS || s->metric < IVFPQ_METRIC_L2 || s->metric > IVFPQ_METRIC_COSINE ||
+		!(s->nbits == 8 || (s->nbits == 4 && s->m % 2 == 0)) || s->metric < IVFPQ_METRIC_L2 || s->metric > IVFPQ_METRIC_COSINE ||
 		s->dim < 0 || (meta->trained && (s->dim == 0 || s->dim % s->m != 0)))
 	{
 		IvfpqProblem(vs, 0, -1, "impossible shape: dimensions %d, lists %d, m %d, nbits %d, metric %d, trained %u",
@@ -178,11 +184,11 @@ IvfpqVerifyMeta(IvfpqVerifyState *vs, IvfpqMetaPageData *meta, BlockNumber nbloc
 					 meta->filter_columns, IvfpqIndexFilterColumns(vs->index));
 		return false;
 	}
-	if ((int) meta->list_page_capacity != IvfpqListPageCapacity(s->m, (int) meta->filter_columns))
+	if ((int) meta->list_page_capacity != IvfpqListPageCapacity(s->m, s->nbits, (int) meta->filter_columns))
 	{
-		IvfpqProblem(vs, 0, -1, "list page capacity %u, %d expected for m = %d and %u filter columns",
-					 meta->list_page_capacity, IvfpqListPageCapacity(s->m, (int) meta->filter_columns),
-					 s->m, meta->filter_columns);
+		IvfpqProblem(vs, 0, -1, "list page capacity %u, %d expected for m = %d, nbits = %d and %u filter columns",
+					 meta->list_page_capacity, IvfpqListPageCapacity(s->m, s->nbits, (int) meta->filter_columns),
+					 s->m, s->nbits, meta->filter_columns);
 		ok = false;
 	}
 	if (meta->directory_start >= nblocks || IvfpqFirstListBlock(meta) > nblocks ||

@@ -119,7 +119,7 @@ struct QuantizerShape
 	size_t		dim;
 	size_t		lists;
 	size_t		m;
-	size_t		nbits;				/* only 8 is supported for now */
+	size_t		nbits;				/* 8, or 4 (fast scan; m even) */
 	Metric		metric;
 };
 
@@ -184,7 +184,8 @@ size_t		TrainingMemoryBytes(const TrainConfig &config, size_t sample_rows);
  * centroids_out and m x ksub x dsub floats to codebooks_out.  If n is smaller
  * than lists or than ksub the training still succeeds with duplicated
  * centroids (a tiny table must still get a working index); n must be >= 1.
- * Throws InvalidParameter for inconsistent dims (dim % m != 0, nbits != 8...).
+ * Throws InvalidParameter for inconsistent dims (dim % m != 0, nbits not 4
+ * or 8, odd m with nbits 4).
  */
 void		Train(const TrainConfig &config, const float *sample, size_t n,
 				  float *centroids_out, float *codebooks_out,
@@ -224,8 +225,8 @@ size_t		NearestListsBounded(const QuantizerView &q, const float *bound, const fl
 								size_t count, int32_t *lists_out, float *distances_out);
 
 /*
- * PQ-encode the residuals x[i] - centroid[lists[i]]: writes n x m bytes
- * (row-major, one byte per sub-quantizer) to codes_out.
+ * PQ-encode the residuals x[i] - centroid[lists[i]]: writes n codes of
+ * CodeBytes(m, nbits) bytes (row-major, see "codes" below) to codes_out.
  */
 void		EncodeResiduals(const QuantizerView &q, const float *x,
 							const int32_t *lists, size_t n, uint8_t *codes_out);
@@ -309,6 +310,41 @@ void		ComputeQueryTerms(const QuantizerView &q, const float *prepared, const flo
 void		TableFromTerms(const QuantizerView &q, const uint8_t *term_table,
 						   const float *query_terms, float *table_out);
 
+/* ---------- codes ---------- */
+
+/*
+ * A PQ code as the core hands it out (EncodeResiduals) and takes it back
+ * (StoreBlockedCode): row-major, CodeBytes(m, nbits) bytes.  8-bit codes
+ * have one byte per sub-quantizer; 4-bit codes pack sub-quantizers 2p (low
+ * nibble) and 2p + 1 (high nibble) into byte p.
+ */
+inline size_t
+CodeBytes(size_t m, size_t nbits)
+{
+	return (m * nbits + 7) / 8;
+}
+
+/* Sub-quantizer j of a row-major code. */
+inline uint8_t
+CodeValue(const uint8_t *code, size_t j, size_t nbits)
+{
+	if (nbits == 4)
+		return uint8_t((code[j / 2] >> (4 * (j % 2))) & 0x0f);
+	return code[j];
+}
+
+/* Set sub-quantizer j of a row-major code; 4-bit: set j = 2p before 2p + 1. */
+inline void
+SetCodeValue(uint8_t *code, size_t j, size_t nbits, uint8_t value)
+{
+	if (nbits != 4)
+		code[j] = value;
+	else if (j % 2 == 0)
+		code[j / 2] = value;
+	else
+		code[j / 2] = uint8_t(code[j / 2] | (value << 4));
+}
+
 /* ---------- blocked code layout and the ADC scan ---------- */
 
 /*
@@ -340,6 +376,135 @@ void		LoadBlockedCode(const uint8_t *blocks, size_t index, size_t m,
 void		ScanBlockedCodes(const float *table, size_t m, size_t ksub,
 							 const uint8_t *blocks, size_t n, float bias,
 							 float *out);
+
+/*
+ * The blocked layout of either code size: 8-bit codes as above (blocks of
+ * kCodeBlock), 4-bit codes in the fast-scan layout (blocks of
+ * kFastScanBlock, see below).  'code' is row-major, CodeBytes(m, nbits).
+ */
+inline size_t
+CodeBlockEntries(size_t nbits)
+{
+	return nbits == 4 ? 32 : kCodeBlock;
+}
+
+inline size_t
+BlockedCodeBytes(size_t n, size_t m, size_t nbits)
+{
+	size_t		block = CodeBlockEntries(nbits);
+
+	return (n + block - 1) / block * block * CodeBytes(m, nbits);
+}
+
+void		StoreBlockedCode(uint8_t *blocks, size_t index, size_t m, size_t nbits,
+							 const uint8_t *code);
+void		LoadBlockedCode(const uint8_t *blocks, size_t index, size_t m, size_t nbits,
+							uint8_t *code);
+
+/* ---------- 4-bit fast scan (fast_scan.cpp) ---------- */
+
+/*
+ * The fast-scan layout of 4-bit codes, after FAISS's IndexPQFastScan: codes
+ * in blocks of kFastScanBlock = 32 entries; a block holds m / 2 groups of 32
+ * bytes, group p for sub-quantizers 2p and 2p + 1.  In group p,
+ *	byte i (0..15):		 low nibble: sub-quantizer 2p of entry i,
+ *						 high nibble: sub-quantizer 2p of entry i + 16;
+ *	byte 16 + i (0..15): the same for sub-quantizer 2p + 1.
+ * So one 32-byte load, masked to its low (or shifted to its high) nibbles,
+ * is a vector of 16-entry table indexes whose lower 128-bit lane looks up
+ * sub-quantizer 2p's table and whose upper lane sub-quantizer 2p + 1's: one
+ * pshufb against the two tables (16 bytes each, side by side) gives 32
+ * table values.
+ *
+ * The distance table of a list is quantized to 8 bits (QuantizeFastScanTable):
+ * per sub-quantizer its minimum is taken out, then all entries are scaled by
+ * one common factor so that every entry fits 255 and the sum over all m
+ * sub-quantizers fits 65535, so the kernel adds in 16 bits without overflow
+ * and every kernel variant computes the same integer sums.  The distance of
+ * an entry is then offset + step * sum, within m * step / 2 of the float ADC
+ * distance (rounding of each entry by at most half a step).
+ */
+constexpr size_t kFastScanBlock = 32;
+constexpr size_t kFastScanKsub = 16;
+
+/* A quantized 4-bit distance table: lut = m x 16 bytes (caller-owned). */
+struct FastScanTable
+{
+	const uint8_t *lut;
+	size_t		m;
+	float		step;			/* distance of one unit of a sum */
+	float		offset;			/* distance of a sum of 0 (includes the bias) */
+};
+
+
+
+/* Fast-scan kernels; Auto picks AVX2, else SSSE3, else portable (at run time). */
+enum class FastScanKernel : int
+{
+	Auto = 0,
+	Portable = 1,
+	Ssse3 = 2,
+	Avx2 = 3
+};
+
+/*
+ * Quantize a float table (m x 16, as ComputeDistanceTable writes for nbits 4)
+ * plus its bias into lut_out (m x 16 bytes); returns step and offset.  Every
+ * kernel writes the same bytes (the AVX2 one is only faster).
+ */
+void		QuantizeFastScanTable(const float *table, size_t m, float bias,
+								  uint8_t *lut_out, float *step_out, float *offset_out,
+								  FastScanKernel kernel = FastScanKernel::Auto);
+
+bool		FastScanKernelSupported(FastScanKernel kernel);
+/* "avx2", "ssse3" or "portable": what Auto uses now. */
+const char *FastScanKernelName();
+
+/*
+ * Integer sums sum_j lut[j][code_i[j]] of entries [0, n) of a fast-scan area
+ * (the scale-free result, identical for every kernel).  Bytes of a partial
+ * last block beyond n are read but their sums are not written.  Throws
+ * InvalidParameter for an unsupported kernel.
+ */
+void		FastScanSums(const FastScanTable &table, const uint8_t *blocks, size_t n,
+						 uint16_t *sums_out, FastScanKernel kernel = FastScanKernel::Auto);
+
+/* Distances offset + step * sum of entries [0, n) (the scan's ADC distances). */
+void		FastScanDistances(const FastScanTable &table, const uint8_t *blocks, size_t n,
+							  float *out, FastScanKernel kernel = FastScanKernel::Auto);
+
+/*
+ * How far a FastScanDistances() distance may lie from the float ADC distance
+ * of the same entry: m x step / 2 for the rounding of the table, plus room
+ * for float rounding of sums of that magnitude.  A candidate whose fast
+ * distance exceeds a threshold by more than this cannot be below it.
+ */
+float		FastScanErrorBound(const FastScanTable &table, float distance);
+
+/*
+ * The float ADC distance bias + sum_j table[j * 16 + code_j] of entry
+ * 'index' of a fast-scan area (table: m x 16 floats, unquantized), to refine
+ * the candidates the quantized distances let through.
+ */
+float		FastScanEntryDistance(const float *table, size_t m, const uint8_t *blocks,
+								  size_t index, float bias);
+
+/*
+ * Refine the fast distances of a scan so that its best 'heap_capacity'
+ * candidates are chosen by float ADC distances, as with 8-bit codes: every
+ * entry i < n (with pass == nullptr or pass[i]) whose fast distance
+ * distances[i] could be below the heap_capacity-th smallest refined distance
+ * seen so far (heap: a max-heap of them, *heap_count in use, kept by the
+ * caller across pages and lists) gets its float ADC distance
+ * (FastScanEntryDistance) in distances[i] and enters the heap.  Entries
+ * left alone keep their fast distance, which exceeds that threshold: so the
+ * heap_capacity smallest distances of the scan are exactly the float ADC
+ * ones.  Returns how many entries it refined.
+ */
+size_t		FastScanRefine(const FastScanTable &fast, const float *table, float bias,
+						   const uint8_t *blocks, size_t n, const bool *pass,
+						   float *distances, float *heap, size_t heap_capacity,
+						   size_t *heap_count);
 
 }							/* namespace ivfpq::core */
 

@@ -59,7 +59,8 @@ constexpr size_t kTransposedCentroidsMaxFloats = size_t(4) << 20;
 void
 CheckQuantizer(const QuantizerView &q)
 {
-	if (q.dim == 0 || q.lists == 0 || q.m == 0 || q.dim % q.m != 0 || q.nbits != 8)
+	if (q.dim == 0 || q.lists == 0 || q.m == 0 || q.dim % q.m != 0 ||
+		!(q.nbits == 8 || (q.nbits == 4 && q.m % 2 == 0)))
 		ThrowInvalid("invalid quantizer (dimensions " + std::to_string(q.dim) +
 					 ", lists " + std::to_string(q.lists) + ", m " + std::to_string(q.m) +
 					 ", nbits " + std::to_string(q.nbits) + ")");
@@ -799,6 +800,7 @@ EncodeResidualsDirect(const QuantizerView &q, const float *prepared, const float
 	float	   *residual = ThreadScratch(q.dim + ksub);
 	float	   *sub_table = residual + q.dim;	/* one subspace's table: stays in L1 */
 	bool		avx2 = ActiveKernelsAreAvx2();
+	size_t		code_bytes = CodeBytes(q.m, q.nbits);
 
 	for (size_t i = 0; i < n; i++)
 	{
@@ -813,12 +815,13 @@ EncodeResidualsDirect(const QuantizerView &q, const float *prepared, const float
 				NearestCodewords(residual + j * SubDim(q), q.dim, 1,
 								 PreparedTransposed(q, prepared, j), PreparedNorms(q, prepared, j),
 								 SubDim(q), ksub, &nearest);
-				codes_out[i * q.m + j] = uint8_t(nearest);
+				SetCodeValue(codes_out + i * code_bytes, j, q.nbits, uint8_t(nearest));
 				continue;
 			}
 			SubspaceTable(q, residual, true, j, sub_table);
-			codes_out[i * q.m + j] = uint8_t(avx2 ? ArgminAvx2(sub_table, ksub)
-											 : ArgminPortable(sub_table, ksub));
+			SetCodeValue(codes_out + i * code_bytes, j, q.nbits,
+						 uint8_t(avx2 ? ArgminAvx2(sub_table, ksub)
+								 : ArgminPortable(sub_table, ksub)));
 		}
 	}
 }
@@ -837,6 +840,7 @@ EncodeResidualsBatch(const QuantizerView &q, const float *prepared, const float 
 	int			threads = omp_get_max_threads();
 	std::vector<float> residuals(size_t(threads) * kEncodeBatchRows * q.dim);
 	std::vector<int32_t> nearest(size_t(threads) * kEncodeBatchRows);
+	size_t		code_bytes = CodeBytes(q.m, q.nbits);
 
 	for (size_t start = 0; start < n; start += kInterruptCheckRows)
 	{
@@ -862,7 +866,8 @@ EncodeResidualsBatch(const QuantizerView &q, const float *prepared, const float 
 								 PreparedTransposed(q, prepared, j), PreparedNorms(q, prepared, j),
 								 dsub, ksub, batch_nearest);
 				for (size_t i = 0; i < rows; i++)
-					codes_out[(first + i) * q.m + j] = uint8_t(batch_nearest[i]);
+					SetCodeValue(codes_out + (first + i) * code_bytes, j, q.nbits,
+								 uint8_t(batch_nearest[i]));
 			}
 		}
 	}

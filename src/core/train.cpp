@@ -1,7 +1,8 @@
 /*
  * train.cpp
  *		Training an IVF_PQ quantizer: coarse centroids with FAISS k-means, then
- *		one 256-codeword k-means per sub-quantizer on residual sub-vectors.
+ *		one k-means per sub-quantizer (256 codewords for 8-bit codes, 16 for
+ *		4-bit ones) on residual sub-vectors.
  *
  * The sub-quantizer k-means is our own (FAISS 1.7.3 here is built without
  * AVX2 and its ProductQuantizer::train takes minutes on 784 dimensions): a
@@ -99,8 +100,10 @@ ValidateConfig(const TrainConfig &config, size_t n)
 	if (config.dim % config.m != 0)
 		ThrowInvalid("dimensions (" + std::to_string(config.dim) +
 					 ") must be a multiple of m (" + std::to_string(config.m) + ")");
-	if (config.nbits != 8)
-		ThrowInvalid("only nbits = 8 is supported (got " + std::to_string(config.nbits) + ")");
+	if (config.nbits != 8 && config.nbits != 4)
+		ThrowInvalid("nbits must be 4 or 8 (got " + std::to_string(config.nbits) + ")");
+	if (config.nbits == 4 && config.m % 2 != 0)
+		ThrowInvalid("4-bit codes need an even m (got " + std::to_string(config.m) + ")");
 	if (config.coarse_iterations < 1)
 		ThrowInvalid("coarse k-means needs at least one iteration");
 	if (config.pq_iterations < 1)

@@ -583,7 +583,11 @@ TEST(Train, RejectsInvalidParameters)
 	bad.m = 0;
 	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
 	bad = good;
+	bad.nbits = 5;
+	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
+	bad = good;
 	bad.nbits = 4;
+	bad.m = 1;					/* 4-bit codes pair sub-quantizers: m must be even */
 	ExpectError(ErrorKind::InvalidParameter, train(bad, 100));
 	bad = good;
 	bad.lists = 0;
