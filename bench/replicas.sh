@@ -27,29 +27,17 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     shift
 fi
 
-declare -a started_dirs=()
-stop_all() {
-    local d
-    for d in "${started_dirs[@]}"; do
-        IVFPQ_CLUSTER_DIR="$d" ivfpq_cluster_stop
-        [ "${IVFPQ_REMOVE_CLUSTERS:-0}" = 1 ] && rm -rf "$d"
-    done
-    return 0
-}
-trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 ivfpq_install_deps
 [ "${IVFPQ_NO_INSTALL:-0}" = 1 ] || ivfpq_build_install
 
-started_dirs+=("$IVFPQ_ROOT/.tmp/primary")
 IVFPQ_PG_CONF="shared_buffers = ${IVFPQ_SHARED_BUFFERS:-1GB}
 jit = off
 max_wal_size = 2GB
 checkpoint_timeout = 30min
 wal_keep_size = 1GB
 shared_preload_libraries = 'ivfpq'" ivfpq_cluster_start primary
-trap stop_all EXIT   # ivfpq_cluster_start replaced it with its own
 primary_port="$PGPORT"
 primary_host="$PGHOST"
 primary="host=$primary_host port=$primary_port user=postgres dbname=postgres"
@@ -66,7 +54,7 @@ for name in standby1 standby2; do
     rm -rf "$dir"
     mkdir -p "$dir"
     chown postgres: "$dir" 2>/dev/null || true
-    started_dirs+=("$dir")
+    ivfpq_cluster_track "$dir"
     echo "== pg_basebackup -R for $name"
     ivfpq_as_pg "$IVFPQ_PGBIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres -D "$dir/data" \
         -R -X stream -c fast

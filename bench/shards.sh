@@ -7,8 +7,8 @@
 # Starts three throwaway clusters one after another with test/lib/pg.sh:
 # .tmp/shard1, .tmp/shard2 and .tmp/coord (the coordinator, which also holds
 # the one-server table items_all with its own index), each preloading ivfpq.
-# All three are stopped at the end, also on failure or Ctrl-C (pg.sh's own
-# trap only knows the last cluster; ours stops every one).
+# All three are stopped at the end, also on failure or Ctrl-C (pg.sh's trap
+# stops every cluster the script started).
 # IVFPQ_NO_INSTALL=1 skips the build and install and uses the installed extension;
 # IVFPQ_PGBIN names another server copy (test/lib/pg.sh); IVFPQ_COORD_SHARED_BUFFERS,
 # IVFPQ_SHARD_SHARED_BUFFERS and IVFPQ_MAX_WAL_SIZE (a smaller one bounds the
@@ -26,17 +26,6 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
     shift
 fi
 
-declare -a started_dirs=()
-stop_all() {
-    local d
-    for d in "${started_dirs[@]}"; do
-        IVFPQ_CLUSTER_DIR="$d" ivfpq_cluster_stop
-        # IVFPQ_REMOVE_CLUSTERS=1: free the disk (1M x 768 rows are ~8 GB of tables).
-        [ "${IVFPQ_REMOVE_CLUSTERS:-0}" = 1 ] && rm -rf "$d"
-    done
-    return 0
-}
-trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 conf_for() {
@@ -57,11 +46,8 @@ ports=()
 hosts=()
 for name in shard1 shard2 coord; do
     if [ "$name" = coord ]; then sb="${IVFPQ_COORD_SHARED_BUFFERS:-2GB}"; else sb="${IVFPQ_SHARD_SHARED_BUFFERS:-1GB}"; fi
-    # Register the directory before starting, so that a failed start is cleaned up too.
-    started_dirs+=("$IVFPQ_ROOT/.tmp/$name")
     IVFPQ_PG_CONF="$(conf_for "$sb")" ivfpq_cluster_start "$name"
-    trap stop_all EXIT   # ivfpq_cluster_start replaced it with its own
-    ports+=("$PGPORT")
+        ports+=("$PGPORT")
     hosts+=("$PGHOST")
 done
 

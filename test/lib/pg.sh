@@ -8,8 +8,12 @@
 #   ivfpq_cluster_start NAME      initdb + start a cluster under .tmp/NAME as the
 #                                 postgres user on a free port; exports PGHOST,
 #                                 PGPORT, PGUSER, PGDATABASE; registers a trap
-#                                 that stops it on exit (even on failure)
-#   ivfpq_cluster_stop            stop the cluster started above
+#                                 that stops it, and every other cluster this
+#                                 shell started, on exit (even on failure)
+#   ivfpq_cluster_stop            stop the cluster started last
+#   ivfpq_cluster_track DIR       have that trap stop a cluster made another way
+#                                 (pg_basebackup); IVFPQ_REMOVE_CLUSTERS=1 makes it
+#                                 delete the clusters' directories too
 #
 # Extra postgresql.conf lines can be given in IVFPQ_PG_CONF before starting.
 
@@ -76,6 +80,8 @@ ivfpq_cluster_start() {
     fi
     rm -rf "$IVFPQ_CLUSTER_DIR"
     mkdir -p "$IVFPQ_CLUSTER_DIR"
+    # Tracked before it starts, so that a failed start is cleaned up too.
+    ivfpq_cluster_track "$IVFPQ_CLUSTER_DIR"
     [ "$(id -u)" = 0 ] && chown postgres: "$IVFPQ_CLUSTER_DIR"
     ivfpq_as_pg "$IVFPQ_PGBIN/initdb" -D "$IVFPQ_CLUSTER_DIR/data" -U postgres --auth=trust \
         --no-sync >"$IVFPQ_CLUSTER_DIR/initdb.log" 2>&1 || { cat "$IVFPQ_CLUSTER_DIR/initdb.log"; return 1; }
@@ -106,8 +112,24 @@ CONF
         sleep 1
     done
     export PGHOST="$IVFPQ_CLUSTER_DIR" PGPORT PGUSER=postgres PGDATABASE=postgres
-    trap ivfpq_cluster_stop EXIT
+    trap ivfpq_cluster_stop_all EXIT
     echo "== cluster $name running on port $PGPORT ($IVFPQ_CLUSTER_DIR)"
+}
+
+IVFPQ_STARTED_DIRS=()
+
+ivfpq_cluster_track() {
+    IVFPQ_STARTED_DIRS+=("$1")
+    trap ivfpq_cluster_stop_all EXIT
+}
+
+ivfpq_cluster_stop_all() {
+    local d
+    for d in "${IVFPQ_STARTED_DIRS[@]}"; do
+        IVFPQ_CLUSTER_DIR="$d" ivfpq_cluster_stop
+        if [ "${IVFPQ_REMOVE_CLUSTERS:-0}" = 1 ]; then rm -rf "$d"; fi
+    done
+    return 0
 }
 
 ivfpq_cluster_stop() {
