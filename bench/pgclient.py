@@ -160,9 +160,10 @@ def knn_sql(metric="l2", k=10, table="items"):
     return f"SELECT id FROM {table} ORDER BY embedding {OPERATORS[metric]} %b LIMIT {k}"
 
 
-def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=()):
-    """Run each query alone through one prepared statement; return (ids, latencies in s)."""
-    sql = knn_sql(metric, k, table)
+def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=None):
+    """Run each query alone through one prepared statement (the k-NN query of knn_sql(), or sql
+    with one vector parameter); return (ids, latencies in s)."""
+    sql = sql or knn_sql(metric, k, table)
     params = [Vector(q) for q in queries]
     with conn.cursor(binary=True) as cur:
         for p in (Vector(q) for q in warmup):

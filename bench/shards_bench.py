@@ -161,19 +161,7 @@ def set_shard_options(coord, nshards, probes, rerank):
 
 def run(conn, sql, queries, warmup):
     """Each query alone through one prepared statement; (ids, latencies in s)."""
-    with conn.cursor(binary=True) as cur:
-        for q in warmup:
-            cur.execute(sql, (pgclient.Vector(q),), prepare=True)
-            cur.fetchall()
-        ids, lat = [], np.empty(len(queries))
-        for i, q in enumerate(queries):
-            p = pgclient.Vector(q)
-            t0 = time.perf_counter()
-            cur.execute(sql, (p,), prepare=True)
-            rows = cur.fetchall()
-            lat[i] = time.perf_counter() - t0
-            ids.append([r[0] for r in rows])
-    return ids, lat
+    return pgclient.run_queries(conn, queries, warmup=warmup, sql=sql)
 
 
 def row_of(probes, rerank, ids, lat, truth):
