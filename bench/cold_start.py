@@ -27,7 +27,6 @@ Needs root (drops the page cache) and vm.nr_hugepages >= the server's shared_mem
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 import time
 
@@ -38,27 +37,19 @@ import datasets
 import ivfpq_bench
 import pgclient
 from ivfpq_bench import K, log
+from scale_bench import drop_page_cache, pg_ctl
 
 TABLE, INDEX = "scale_items", "scale_items_ivfpq"
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", required=True, help="the kept cluster's data directory")
     ap.add_argument("--probes", type=int, default=64)
     ap.add_argument("--rerank", type=int, default=150)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--results", help="output path; default bench/results/cold-start-<date>")
     return ap.parse_args(argv)
-
-
-def pg_ctl(data_dir, *args):
-    cmd = [os.path.join(os.environ.get("IVFPQ_PGBIN", "/usr/lib/postgresql/15/bin"), "pg_ctl"), "-D", data_dir,
-           *args]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def meminfo(field):
@@ -69,18 +60,15 @@ def meminfo(field):
     return 0
 
 
-def restart(data_dir, huge_pages, needed):
-    pg_ctl(data_dir, "-m", "fast", "-w", "stop")
-    subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
+def restart(huge_pages, needed):
+    pg_ctl("-m", "fast", "-w", "stop")
+    drop_page_cache()
     # Other servers started meanwhile with huge_pages = try may have taken some of the pool.
     free = meminfo("HugePages_Free")
     if huge_pages == "on" and free < needed:
         with open("/proc/sys/vm/nr_hugepages", "w") as f:
             f.write(f"{meminfo('HugePages_Total') + needed - free + 16}\n")
-    pg_ctl(data_dir, "-w", "-l", os.path.join(os.path.dirname(data_dir), "server.log"),
-           "-o", f"-c huge_pages={huge_pages}", "start")
+    pg_ctl("-w", "-o", f"-c huge_pages={huge_pages}", "start")
 
 
 def connect(args):
@@ -100,7 +88,7 @@ def summary(ids, lat):
 
 
 def one_round(args, huge_pages, queries, warmup, needed):
-    restart(args.data_dir, huge_pages, needed)
+    restart(huge_pages, needed)
     conn = connect(args)
     shown = conn.execute("SHOW huge_pages").fetchone()[0]
     t0 = time.perf_counter()

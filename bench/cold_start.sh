@@ -34,4 +34,4 @@ echo $((in_use + needed + 16)) > /proc/sys/vm/nr_hugepages
 runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 export PGHOST="$dir" PGPORT="$(sed -n 's/^port = //p' "$dir/data/postgresql.conf" | tail -1)" PGUSER=postgres PGDATABASE=postgres
 export IVFPQ_COLD_START_COMMAND="bash bench/cold_start.sh $*"
-/usr/bin/python3 "$here/cold_start.py" --data-dir "$dir/data" "$@"
+/usr/bin/python3 "$here/cold_start.py" "$@"

@@ -157,18 +157,27 @@ def postmaster_pid():
         return int(f.readline())
 
 
-def restart_server(drop_caches):
-    """Restart the cluster (empty shared buffers); optionally drop the kernel's page cache."""
-    pg_ctl = os.path.join(os.environ.get("IVFPQ_PGBIN", "/usr/lib/postgresql/15/bin"), "pg_ctl")
-    cmd = [pg_ctl, "-D", data_dir(), "-m", "fast", "-w", "restart", "-l", os.path.join(os.environ["PGHOST"],
-                                                                                       "server.log")]
+def pg_ctl(*args):
+    """Run pg_ctl on the cluster of PGHOST (as postgres when root), its log in server.log beside data/."""
+    cmd = [os.path.join(os.environ.get("IVFPQ_PGBIN", "/usr/lib/postgresql/15/bin"), "pg_ctl"), "-D", data_dir(),
+           "-l", os.path.join(os.environ["PGHOST"], "server.log"), *args]
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def drop_page_cache():
+    """Drop the kernel's page cache (the whole machine's; root only)."""
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def restart_server(drop_caches):
+    """Restart the cluster (empty shared buffers); optionally drop the kernel's page cache."""
+    pg_ctl("-m", "fast", "-w", "restart")
     if drop_caches:
-        subprocess.run(["sync"], check=True)
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
+        drop_page_cache()
 
 
 def connect():
