@@ -132,6 +132,7 @@ typedef struct IvfpqBuildState
 	int64		skipped_zero_rows;
 
 	MemoryContext tmp_context;
+	VectorDecodeBuffer decode;	/* compressed heap vectors (DatumGetVectorBuffered) */
 
 	/* parallel encoding (NULL when serial) */
 	struct IvfpqLeader *leader;
@@ -255,7 +256,7 @@ IvfpqDefaultLists(double rows)
 static bool
 IvfpqTakeVector(IvfpqBuildState *state, Datum value, float *dst)
 {
-	Vector	   *v = DatumGetVector(value);
+	Vector	   *v = DatumGetVectorBuffered(value, &state->decode);
 	bool		is_zero = false;
 
 	if (state->shape.dim == 0)
@@ -266,7 +267,7 @@ IvfpqTakeVector(IvfpqBuildState *state, Datum value, float *dst)
 				 errmsg("expected %d dimensions, not %d", state->shape.dim, v->dim),
 				 errdetail("All vectors in an ivfpq index must have the same dimensions.")));
 	memcpy(dst, v->x, sizeof(float) * state->shape.dim);
-	if ((Pointer) v != DatumGetPointer(value))
+	if ((Pointer) v != DatumGetPointer(value) && (char *) v != state->decode.data)
 		pfree(v);
 	if (state->shape.metric == IVFPQ_METRIC_COSINE)
 	{
@@ -836,6 +837,7 @@ IvfpqParallelBuildMain(dsm_segment *seg, shm_toc *toc)
 	pgstat_report_activity(STATE_RUNNING, debug_query_string);
 
 	MemSet(&state, 0, sizeof(state));
+	state.decode.context = CurrentMemoryContext;
 	state.heap = table_open(shared->heap_oid, heap_lock);
 	state.index = index_open(shared->index_oid, index_lock);
 	state.index_info = BuildIndexInfo(state.index);
@@ -1295,6 +1297,7 @@ ivfpqbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	}
 
 	MemSet(&state, 0, sizeof(state));
+	state.decode.context = CurrentMemoryContext;
 	state.heap = heap;
 	state.index = index;
 	state.index_info = indexInfo;

@@ -112,6 +112,7 @@ typedef struct IvfpqScanOpaqueData
 	float	   *refine_heap;	/* 4-bit codes: the best refined distances (FastScanRefine) */
 	size_t		refine_capacity;
 	size_t		refine_count;
+	VectorDecodeBuffer decode;	/* compressed heap vectors of the re-rank */
 	float	   *adc;
 
 	/* candidate pool */
@@ -153,6 +154,7 @@ ivfpqbeginscan(Relation index, int nkeys, int norderbys)
 
 	so->scan_context = AllocSetContextCreate(CurrentMemoryContext, "ivfpq scan",
 											 ALLOCSET_DEFAULT_SIZES);
+	so->decode.context = so->scan_context;
 	so->batch_context = AllocSetContextCreate(so->scan_context, "ivfpq scan batch",
 											  ALLOCSET_DEFAULT_SIZES);
 	so->heap_attno = index->rd_index->indkey.values[0];
@@ -194,6 +196,8 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->filter = NULL;
 	so->pass = NULL;
 	so->no_rows = false;
+	so->decode.data = NULL;
+	so->decode.capacity = 0;
 	/* Everything above lived in the scan context (slot/fetch do not). */
 	MemoryContextReset(so->scan_context);
 	so->batch_context = AllocSetContextCreate(so->scan_context, "ivfpq scan batch",
@@ -738,7 +742,7 @@ IvfpqRerankFromHeap(IndexScanDesc scan, IvfpqCandidate *first, int64 take)
 		value = slot_getattr(so->slot, so->heap_attno, &isnull);
 		if (isnull)
 			continue;
-		v = DatumGetVector(value);
+		v = DatumGetVectorBuffered(value, &so->decode);
 		if (v->dim != so->dim)
 			continue;			/* untyped column with mixed dimensions */
 		so->batch[so->batch_count].tid = first[i].tid;

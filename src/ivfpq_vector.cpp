@@ -17,6 +17,7 @@
 
 extern "C"
 {
+#include "access/toast_compression.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "common/shortest_dec.h"
@@ -24,6 +25,7 @@ extern "C"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(vector_in);
 PG_FUNCTION_INFO_V1(vector_out);
@@ -78,6 +80,38 @@ IvfpqInitVector(int dim)
 	SET_VARSIZE(result, size);
 	result->dim = (int16) dim;
 	return result;
+}
+
+extern "C" Vector *
+DatumGetVectorBuffered(Datum value, VectorDecodeBuffer *buffer)
+{
+	struct varlena *raw = (struct varlena *) DatumGetPointer(value);
+
+	if (VARATT_IS_COMPRESSED(raw) &&
+		VARDATA_COMPRESSED_GET_COMPRESS_METHOD(raw) == TOAST_PGLZ_COMPRESSION_ID)
+	{
+		Size		raw_size = VARDATA_COMPRESSED_GET_EXTSIZE(raw);
+		Size		need = VARHDRSZ + raw_size + ivfpq::core::kPglzSlack;
+
+		if (need > buffer->capacity)
+		{
+			if (buffer->context == NULL)
+				buffer->context = CurrentMemoryContext;
+			if (buffer->data != NULL)
+				pfree(buffer->data);
+			buffer->data = (char *) MemoryContextAlloc(buffer->context, Max(need, (Size) 4096));
+			buffer->capacity = Max(need, (Size) 4096);
+		}
+		if (ivfpq::core::PglzDecompress((const uint8_t *) VARDATA_4B_C(raw),
+										VARSIZE_4B(raw) - VARHDRSZ_COMPRESSED,
+										(uint8_t *) buffer->data + VARHDRSZ, raw_size))
+		{
+			SET_VARSIZE(buffer->data, VARHDRSZ + raw_size);
+			return (Vector *) buffer->data;
+		}
+		/* Malformed: the server's decoder reports it. */
+	}
+	return DatumGetVector(value);
 }
 
 extern "C" void
@@ -471,12 +505,29 @@ vector_to_float4(PG_FUNCTION_ARGS)
 
 /* ---------- distances ---------- */
 
+/*
+ * The distance functions only read their arguments and return a number, so
+ * a compressed argument (a heap row under default storage, when the executor
+ * evaluates ORDER BY e <-> q for the rows an index scan returns, or in a
+ * sequential scan) is decoded into a buffer kept for the backend, one per
+ * argument position, instead of a fresh allocation by the server's decoder.
+ */
+static VectorDecodeBuffer distance_args[2];
+
+static Vector *
+DistanceArg(FunctionCallInfo fcinfo, int n)
+{
+	if (distance_args[n].context == NULL)
+		distance_args[n].context = TopMemoryContext;
+	return DatumGetVectorBuffered(PG_GETARG_DATUM(n), &distance_args[n]);
+}
+
 /* Euclidean distance. */
 Datum
 l2_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector	   *a = DistanceArg(fcinfo, 0);
+	Vector	   *b = DistanceArg(fcinfo, 1);
 
 	IvfpqCheckSameDims(a, b);
 	PG_RETURN_FLOAT8(std::sqrt((double) L2SquaredDistance(a->x, b->x, a->dim)));
@@ -486,8 +537,8 @@ l2_distance(PG_FUNCTION_ARGS)
 Datum
 vector_l2_squared_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector	   *a = DistanceArg(fcinfo, 0);
+	Vector	   *b = DistanceArg(fcinfo, 1);
 
 	IvfpqCheckSameDims(a, b);
 	PG_RETURN_FLOAT8((double) L2SquaredDistance(a->x, b->x, a->dim));
@@ -497,8 +548,8 @@ vector_l2_squared_distance(PG_FUNCTION_ARGS)
 Datum
 inner_product(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector	   *a = DistanceArg(fcinfo, 0);
+	Vector	   *b = DistanceArg(fcinfo, 1);
 
 	IvfpqCheckSameDims(a, b);
 	PG_RETURN_FLOAT8((double) InnerProduct(a->x, b->x, a->dim));
@@ -508,8 +559,8 @@ inner_product(PG_FUNCTION_ARGS)
 Datum
 vector_negative_inner_product(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector	   *a = DistanceArg(fcinfo, 0);
+	Vector	   *b = DistanceArg(fcinfo, 1);
 
 	IvfpqCheckSameDims(a, b);
 	PG_RETURN_FLOAT8(-(double) InnerProduct(a->x, b->x, a->dim));
@@ -519,8 +570,8 @@ vector_negative_inner_product(PG_FUNCTION_ARGS)
 Datum
 cosine_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector	   *a = DistanceArg(fcinfo, 0);
+	Vector	   *b = DistanceArg(fcinfo, 1);
 
 	IvfpqCheckSameDims(a, b);
 	PG_RETURN_FLOAT8(CosineDistance(a->x, b->x, a->dim));
@@ -530,8 +581,8 @@ cosine_distance(PG_FUNCTION_ARGS)
 Datum
 l1_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector	   *a = DistanceArg(fcinfo, 0);
+	Vector	   *b = DistanceArg(fcinfo, 1);
 	float		distance = 0;
 
 	IvfpqCheckSameDims(a, b);

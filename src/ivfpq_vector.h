@@ -23,6 +23,26 @@ typedef struct Vector
 #define PG_GETARG_VECTOR_P(n)	DatumGetVector(PG_GETARG_DATUM(n))
 #define PG_RETURN_VECTOR_P(v)	PG_RETURN_POINTER(v)
 
+/*
+ * A buffer that DatumGetVectorBuffered() decodes compressed heap vectors
+ * into, reused from row to row: zero-initialize it; it grows in 'context'.
+ */
+typedef struct VectorDecodeBuffer
+{
+	MemoryContext context;
+	char	   *data;
+	Size		capacity;
+} VectorDecodeBuffer;
+
+/*
+ * The vector in a heap datum, for reading only.  A value stored inline and
+ * pglz-compressed (what the default storage makes of vectors that compress)
+ * is decoded by the core's decoder into 'buffer', valid until the next call;
+ * anything else is detoasted as DatumGetVector() does.  The heap re-rank and
+ * the build call this for every row they read.
+ */
+extern "C" Vector *DatumGetVectorBuffered(Datum value, VectorDecodeBuffer *buffer);
+
 /* Allocate a zeroed vector of dim dimensions in the current memory context. */
 extern "C" Vector *IvfpqInitVector(int dim);
 

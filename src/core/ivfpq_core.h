@@ -506,6 +506,20 @@ size_t		FastScanRefine(const FastScanTable &fast, const float *table, float bias
 						   float *distances, float *heap, size_t heap_capacity,
 						   size_t *heap_count);
 
+/* ---------- pglz (pglz.cpp) ---------- */
+
+/* Spare bytes PglzDecompress may write past dest + raw_size. */
+constexpr size_t kPglzSlack = 16;
+
+/*
+ * Decompress src (src_len bytes of Postgres's pglz format, the data of a
+ * compressed varlena after its header) into dest, which must have room for
+ * raw_size + kPglzSlack bytes.  Returns true when the input decodes to
+ * exactly raw_size bytes and is consumed exactly; false for malformed input
+ * (the caller then lets the server's decoder report it).  Never throws.
+ */
+bool		PglzDecompress(const uint8_t *src, size_t src_len, uint8_t *dest, size_t raw_size) noexcept;
+
 }							/* namespace ivfpq::core */
 
 #endif							/* IVFPQ_CORE_H */
