@@ -85,6 +85,9 @@ def parse_args(argv=None):
                     help="keep an existing items table if it already holds exactly this base set")
     ap.add_argument("--no-faiss", action="store_true", help="skip the FAISS baseline")
     ap.add_argument("--faiss-train-size", type=int, help="FAISS trains on a sample of N rows (default: all)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="sweep the settings this many times, both sides back to back each time; "
+                         "report each setting's median QPS and latency (default %(default)s)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed queries before each setting")
     ap.add_argument("--results", help="output path (.md and .json written next to each other); "
                     "default bench/results/<dataset>-<date>")
@@ -256,20 +259,47 @@ def measure_setting(conn, probes, rerank, queries, truth, metric, warmup, table=
     return row
 
 
-def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries, after_each=None):
+def median_rows(rows, key):
+    """Rows of repeated rounds merged per setting (key: the setting's fields):
+    median QPS and latencies, every round's QPS kept in qps_rounds."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in key), []).append(row)
+    merged = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        row = dict(sorted(group, key=lambda g: g["qps"])[len(group) // 2])
+        for field in ("qps", "mean_ms", "p50_ms", "p99_ms"):
+            if field in row:
+                values = sorted(g[field] for g in group)
+                row[field] = values[len(values) // 2] if len(values) % 2 else \
+                    (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+        row["qps_rounds"] = [g["qps"] for g in group]
+        merged.append(row)
+    return merged
+
+
+def pg_sweep(conn, queries, truth, metric, probes, reranks, warmup_queries, after_each=None, rounds=1):
     """(probes, rerank) sweep through the ivfpq index; returns rows and plan notes.
 
     after_each(probes, rerank), if given, runs right after each setting: the
     FAISS baseline measures the same setting there, so both sides of a ratio
-    are timed within seconds of each other on this noisy shared machine."""
+    are timed within seconds of each other on this noisy shared machine.
+    With rounds > 1 the whole sweep repeats and each setting reports its
+    median (median_rows)."""
     plan, notes = pgclient.index_plan(conn, queries[0], lambda text: "items_embedding_ivfpq" in text,
                                       metric, K, log=log)
     rows = []
-    for p, r in sweep_settings(probes, reranks):
-        rows.append(measure_setting(conn, p, r, queries, truth, metric, warmup_queries))
-        if after_each:
-            after_each(p, r)
-    return rows, plan, notes
+    for round_ in range(rounds):
+        if rounds > 1:
+            log(f"round {round_ + 1} of {rounds}")
+        for p, r in sweep_settings(probes, reranks):
+            rows.append(measure_setting(conn, p, r, queries, truth, metric, warmup_queries))
+            if after_each:
+                after_each(p, r)
+    return median_rows(rows, ("probes", "rerank")), plan, notes
 
 
 # --------------------------------------------------------------------------
@@ -319,7 +349,9 @@ def report_head(title, result, faiss_note=""):
             "- ivfpq library: " + (", ".join(f"{k} {v}" for k, v in env["library"].items()) if env.get("library") else "?"),
             "- Postgres settings: " + ", ".join(f"{k} = {v}" for k, v in result["settings"].items() if v is not None),
             f"- queries: {result['nqueries']} per setting, issued one at a time (prepared statement, "
-            f"binary vector parameter); recall@10 against exact ground truth (FAISS IndexFlat)",
+            f"binary vector parameter); recall@10 against exact ground truth (FAISS IndexFlat)"
+            + (f"; {result['rounds']} rounds of the whole sweep, both sides back to back per setting, "
+               f"medians reported" if result.get("rounds", 1) > 1 else ""),
             ""]
 
 
@@ -488,7 +520,7 @@ def main(argv=None):
     pgclient.register_vector(conn)
     result = {"dataset": {"name": ds.name, "rows": int(ds.base.shape[0]), "dim": int(ds.dim)},
               "metric": args.metric, "lists": args.lists, "m": args.m, "nbits": args.nbits,
-              "faiss_m": args.m * args.nbits // 8, "nqueries": nq,
+              "faiss_m": args.m * args.nbits // 8, "nqueries": nq, "rounds": args.rounds,
               "probes": args.probes, "reranks": args.rerank,
               "environment": machine_notes(conn), "notes": []}
 
@@ -554,7 +586,7 @@ def main(argv=None):
         log(f"pg: CREATE INDEX {build_s:.1f} s, index size {mib(index_bytes)}")
         pgclient.prewarm(conn, "items_embedding_ivfpq")
         rows, plan, notes = pg_sweep(conn, queries, truth, args.metric, args.probes, args.rerank, spare,
-                                     after_each=faiss_same_setting)
+                                     after_each=faiss_same_setting, rounds=args.rounds)
         result["notes"] += notes
         result["ivfpq"] = {"build_s": build_s, "index_bytes": index_bytes, "stats": stats, "sql": sql,
                            "maintenance_work_mem": args.maintenance_work_mem, "plan": plan, "rows": rows}
@@ -565,7 +597,7 @@ def main(argv=None):
         if not faiss_rows:
             for p, r in sweep_settings(args.probes, args.rerank, args.lists):
                 faiss_same_setting(p, r)
-        result["faiss"] = faiss_baseline.result_dict(faiss_state, faiss_rows)
+        result["faiss"] = faiss_baseline.result_dict(faiss_state, median_rows(faiss_rows, ("nprobe", "rerank")))
 
     # 6. report
     result["comparison"] = compare(result)
