@@ -43,7 +43,7 @@ import pgclient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 K = 10
-RECALL_TARGETS = (0.9, 0.95, 0.98)
+RECALL_TARGETS = (0.9, 0.95, 0.98, 0.99)
 
 
 def log(msg=""):
