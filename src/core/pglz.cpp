@@ -12,9 +12,10 @@
  *
  * What makes it faster: back-references are copied 8 or 16 bytes at a time
  * (overrunning their end into the caller's kPglzSlack spare bytes, which
- * later items overwrite), a reference to the last 1..7 bytes (runs of zero
- * floats are those) is widened to a period of 8 or more after its first 8
- * bytes, and a control byte of eight literals is one 8-byte copy.
+ * later items overwrite), a reference to the last 1, 2 or 4 bytes (runs of
+ * zero floats are those) is a pattern stored from a register, one to the
+ * last 3, 5, 6 or 7 bytes is widened to a period of 8 or more after its
+ * first 8 bytes, and a run of literals is one 8-byte copy.
  */
 #include <algorithm>
 #include <cstring>
@@ -70,19 +71,50 @@ CopyMatch(uint8_t *dp, size_t off, size_t len)
 			from += 8;
 		} while (dp < end);
 	}
+	else if (off == 1 || off == 2 || off == 4)
+	{
+		/*
+		 * A period that divides 8 (runs of zero floats are off 1 or 4): the
+		 * 8-byte pattern is built in a register, then stored without
+		 * reading back what was just written.
+		 */
+		uint64_t	v;
+
+		if (off == 1)
+			v = 0x0101010101010101ull * from[0];
+		else if (off == 2)
+		{
+			uint16_t	x;
+
+			std::memcpy(&x, from, 2);
+			v = 0x0001000100010001ull * x;
+		}
+		else
+		{
+			uint32_t	x;
+
+			std::memcpy(&x, from, 4);
+			v = x | (uint64_t(x) << 32);
+		}
+		do
+		{
+			std::memcpy(dp, &v, 8);
+			dp += 8;
+		} while (dp < end);
+	}
 	else
 	{
 		/*
-		 * The output repeats with period 'off'.  Write its first 8 bytes one
-		 * at a time; after that it also repeats with period 'wide', a
-		 * multiple of off in 8..14, so the rest goes 8 bytes at a time.
+		 * Period 3, 5, 6 or 7: write the first 8 bytes one at a time; after
+		 * that the output also repeats with period kWide[off], a multiple of
+		 * off in 9..14, so the rest goes 8 bytes at a time.
 		 */
-		size_t		wide = off * ((8 + off - 1) / off);
+		static const uint8_t kWide[8] = {0, 8, 8, 9, 8, 10, 12, 14};
 
 		for (size_t i = 0; i < 8; i++)
 			dp[i] = from[i];
 		dp += 8;
-		from = dp - wide;
+		from = dp - kWide[off];
 		while (dp < end)
 		{
 			Copy8(dp, from);
