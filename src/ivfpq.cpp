@@ -21,6 +21,7 @@ int			ivfpq_max_probes = 0;
 int			ivfpq_table_cache_mb = 128;
 int			ivfpq_cache_mb = 256;
 bool		ivfpq_share_rerank = false;
+bool		ivfpq_pool_cut = true;
 
 /*
  * Called by core loops and FAISS threads: only reads signal-set flags, never
@@ -111,6 +112,12 @@ _PG_init(void)
 							 "Under a MergeAppend of N ivfpq index scans each re-ranks ivfpq.rerank / N "
 							 "candidates per batch (at least 10) instead of ivfpq.rerank.",
 							 &ivfpq_share_rerank, false, PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("ivfpq.pool_cut",
+							 "Keeps only the best candidates of an ivfpq index scan once it has many (for tests and measurement).",
+							 "On, a scan of 8-bit codes without filter columns stops copying entries that cannot be among "
+							 "its next few batches, and probes its lists again if it ever needs them; the rows returned "
+							 "are the same either way.",
+							 &ivfpq_pool_cut, true, PGC_USERSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 	IvfpqWorkerInit();
 	IvfpqSiblingsInit();
 	IvfpqSharedCacheInit();

@@ -30,6 +30,7 @@ extern int	ivfpq_max_probes;
 extern int	ivfpq_table_cache_mb;
 extern int	ivfpq_cache_mb;
 extern bool ivfpq_share_rerank;
+extern bool ivfpq_pool_cut;
 
 /* ---------- the background worker (ivfpq_worker.cpp) ---------- */
 extern void IvfpqWorkerInit(void);

@@ -56,6 +56,13 @@ extern "C"
  */
 #define IVFPQ_FILTER_POOL_FACTOR 2
 
+/*
+ * Pool cut: once the pool holds twice this many batches (and at least
+ * 2 x IVFPQ_CUT_MIN candidates), only the best ones stay (IvfpqCutPool).
+ */
+#define IVFPQ_CUT_BATCHES 4
+#define IVFPQ_CUT_MIN 1024
+
 /* The least a scan re-ranks per batch when it shares ivfpq.rerank with siblings. */
 #define IVFPQ_MIN_SHARED_RERANK 10
 
@@ -136,6 +143,23 @@ typedef struct IvfpqScanOpaqueData
 	double		next_candidate_distance;
 	int64		returned;		/* rows returned so far */
 
+	/*
+	 * Pool cut (trained 8-bit codes, no filter columns): copying every
+	 * probed entry into the pool costs more than scanning its code.  Once
+	 * the pool holds 2 x cut_keep candidates, before any is consumed, only
+	 * the best cut_keep (and their ties) stay; pool_cut becomes the largest
+	 * distance kept and entries farther than it are no longer copied in
+	 * (cut_dropped counts them).  So the pool holds exactly the entries of
+	 * the probed lists at most pool_cut away.  When it runs dry with entries
+	 * dropped, the probed lists are scanned again for the entries farther
+	 * than pool_cut (pool_floor), and cutting stops.
+	 */
+	bool		cut_enabled;
+	int64		cut_keep;
+	int64		cut_dropped;
+	float		pool_cut;		/* +infinity: no cut */
+	float		pool_floor;		/* -infinity: no floor */
+
 	/* heap access */
 	TupleTableSlot *slot;
 	IndexFetchTableData *fetch;
@@ -196,6 +220,11 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->filter = NULL;
 	so->pass = NULL;
 	so->no_rows = false;
+	so->cut_enabled = false;
+	so->cut_keep = 0;
+	so->cut_dropped = 0;
+	so->pool_cut = std::numeric_limits<float>::infinity();
+	so->pool_floor = -std::numeric_limits<float>::infinity();
 	so->decode.data = NULL;
 	so->decode.capacity = 0;
 	/* Everything above lived in the scan context (slot/fetch do not). */
@@ -247,6 +276,37 @@ IvfpqReservePool(IvfpqScanOpaque so, int64 n)
 		so->pool_capacity = capacity;
 		MemoryContextSwitchTo(old_context);
 	}
+}
+
+/*
+ * Keep the best cut_keep candidates of the pool (nothing consumed yet) and
+ * their ties; the largest distance kept becomes pool_cut.
+ */
+static void
+IvfpqCutPool(IvfpqScanOpaque so)
+{
+	IvfpqCandidate *pool = so->pool;
+	int64		keep = so->cut_keep;
+	int64		n;
+	float		cut;
+
+	Assert(so->pool_next == 0 && so->pool_count > keep);
+	IvfpqCallCore("ivfpq scan", [&]() {
+		ivfpq::core::SelectSmallest(pool, keep, so->pool_count);
+	});
+	cut = pool[0].distance;
+	for (int64 i = 1; i < keep; i++)
+		cut = Max(cut, pool[i].distance);
+	n = keep;
+	for (int64 i = keep; i < so->pool_count; i++)
+	{
+		if (pool[i].distance > cut)
+			so->cut_dropped++;
+		else
+			pool[n++] = pool[i];
+	}
+	so->pool_count = n;
+	so->pool_cut = Min(cut, so->pool_cut);
 }
 
 /* Scan one list: ADC distances of all its entries into the pool. */
@@ -380,16 +440,45 @@ IvfpqScanList(IndexScanDesc scan, int list)
 					ivfpq::core::ScanBlockedCodes(table, m, ksub, codes, (size_t) n, bias, adc);
 				});
 			}
-			for (int i = 0; i < n; i++)
+			if (so->cut_enabled || so->pool_floor > -std::numeric_limits<float>::infinity())
 			{
-				if (so->filter != NULL && !so->pass[i])
-					continue;
-				out[k].tid = tids[i];
-				out[k].distance = q->trained ? so->adc[i] : 0;
-				k++;
+				/* Cut pool (no filter columns): only the entries within the window. */
+				float		cut = so->pool_cut;
+				float		floor = so->pool_floor;
+				bool		floored = floor > -std::numeric_limits<float>::infinity();
+				const float *adc = so->adc;
+
+				for (int i = 0; i < n; i++)
+				{
+					float		d = adc[i];
+
+					if (d > cut)
+					{
+						so->cut_dropped++;
+						continue;
+					}
+					if (floored && !(d > floor))
+						continue;	/* the first pass kept it */
+					out[k].tid = tids[i];
+					out[k].distance = d;
+					k++;
+				}
 			}
-			Assert(k == passed);
-			so->pool_count += passed;
+			else
+			{
+				for (int i = 0; i < n; i++)
+				{
+					if (so->filter != NULL && !so->pass[i])
+						continue;
+					out[k].tid = tids[i];
+					out[k].distance = q->trained ? so->adc[i] : 0;
+					k++;
+				}
+				Assert(k == passed);
+			}
+			so->pool_count += k;
+			if (so->cut_enabled && so->pool_next == 0 && so->pool_count >= 2 * so->cut_keep)
+				IvfpqCutPool(so);
 		}
 		buffer = IvfpqChainNext(index, buffer, BUFFER_LOCK_SHARE, NULL);
 	}
@@ -428,6 +517,24 @@ IvfpqProbeMore(IndexScanDesc scan, int count)
 	IvfpqEnsureListOrder(so, end);
 	for (; so->next_list < end; so->next_list++)
 		IvfpqScanList(scan, so->list_order[so->next_list]);
+}
+
+/*
+ * The pool ran dry with entries dropped by the cut: probe the lists probed so
+ * far again for the entries farther than the cut, and stop cutting.
+ */
+static void
+IvfpqRescanDropped(IndexScanDesc scan)
+{
+	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
+
+	so->cut_enabled = false;
+	so->pool_floor = so->pool_cut;
+	so->pool_cut = std::numeric_limits<float>::infinity();
+	so->cut_dropped = 0;
+	for (int i = 0; i < so->next_list; i++)
+		IvfpqScanList(scan, so->list_order[i]);
+	so->pool_floor = -std::numeric_limits<float>::infinity();
 }
 
 /*
@@ -517,6 +624,9 @@ IvfpqStartScan(IndexScanDesc scan)
 	if (so->filter != NULL)
 		so->pass = (bool *) palloc(sizeof(bool) * Max(q->list_page_capacity, 1));
 	so->no_rows = IvfpqFilterImpossible(so->filter);
+	so->cut_enabled = ivfpq_pool_cut && q->trained && q->shape.nbits == 8 && so->filter == NULL;
+	so->cut_keep = Max((int64) IVFPQ_CUT_BATCHES * (so->rerank > 0 ? so->rerank : IVFPQ_UNRANKED_BATCH),
+					   (int64) IVFPQ_CUT_MIN);
 
 	if (q->trained)
 	{
@@ -775,7 +885,7 @@ IvfpqNextBatch(IndexScanDesc scan)
 {
 	IvfpqScanOpaque so = (IvfpqScanOpaque) scan->opaque;
 	IvfpqQuantizer *q = so->q;
-	int64		remaining = so->pool_count - so->pool_next;
+	int64		remaining;
 	bool		exact = so->rerank > 0 || !q->trained;
 	int64		take;
 	IvfpqCandidate *first = so->pool + so->pool_next;
@@ -783,6 +893,16 @@ IvfpqNextBatch(IndexScanDesc scan)
 
 	int64		carried = so->batch_count - so->batch_next;
 	IvfpqResult *carry = NULL;
+
+	/*
+	 * Fewer candidates left than a batch while the cut dropped some: fetch
+	 * those first, so the batch is what it would be without the cut.
+	 */
+	if (so->cut_dropped > 0 &&
+		so->pool_count - so->pool_next < (so->rerank > 0 ? so->rerank : IVFPQ_UNRANKED_BATCH))
+		IvfpqRescanDropped(scan);
+	remaining = so->pool_count - so->pool_next;
+	first = so->pool + so->pool_next;
 
 	if (!q->trained)
 		take = remaining;
@@ -794,6 +914,8 @@ IvfpqNextBatch(IndexScanDesc scan)
 	/* After nth_element the candidate at 'take' is the smallest one left. */
 	so->next_candidate_distance = take < remaining
 		? IvfpqAdcToOperatorScale(q->shape.metric, first[take].distance)
+		: so->cut_dropped > 0
+		? IvfpqAdcToOperatorScale(q->shape.metric, so->pool_cut)	/* the dropped are farther */
 		: std::numeric_limits<double>::infinity();
 
 	/* Rows of the last batch not returned yet are merged with the new ones. */
@@ -861,10 +983,16 @@ ivfpqgettuple(IndexScanDesc scan, ScanDirection dir)
 			 * waits for the next batch (a filter above the scan that drops
 			 * most rows would otherwise get rows out of order).
 			 */
-			if (so->rerank > 0 && so->q->trained && so->pool_next < so->pool_count &&
+			if (so->rerank > 0 && so->q->trained &&
+				(so->pool_next < so->pool_count || so->cut_dropped > 0) &&
 				!(r->distance <= so->next_candidate_distance))
 			{
-				IvfpqNextBatch(scan);
+				if (so->pool_next == so->pool_count)
+					IvfpqRescanDropped(scan);	/* the closest left were cut */
+				if (so->pool_next < so->pool_count)
+					IvfpqNextBatch(scan);
+				else
+					so->next_candidate_distance = std::numeric_limits<double>::infinity();
 				continue;
 			}
 
@@ -897,6 +1025,11 @@ ivfpqgettuple(IndexScanDesc scan, ScanDirection dir)
 		if (so->pool_next < so->pool_count)
 		{
 			IvfpqNextBatch(scan);
+			continue;
+		}
+		if (so->cut_dropped > 0)
+		{
+			IvfpqRescanDropped(scan);
 			continue;
 		}
 		if (so->next_list < so->lists_limit)
