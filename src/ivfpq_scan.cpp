@@ -57,11 +57,13 @@ extern "C"
 #define IVFPQ_FILTER_POOL_FACTOR 2
 
 /*
- * Pool cut: once the pool holds twice this many batches (and at least
- * 2 x IVFPQ_CUT_MIN candidates), only the best ones stay (IvfpqCutPool).
+ * Pool cut: once the pool holds IVFPQ_CUT_TRIGGER times this many batches
+ * (at least IVFPQ_CUT_MIN candidates), only the best ones stay (IvfpqCutPool).
  */
 #define IVFPQ_CUT_BATCHES 4
 #define IVFPQ_CUT_MIN 1024
+#define IVFPQ_CUT_TRIGGER 4		/* cut when the pool holds this many times what it keeps */
+#define IVFPQ_CUT_SAMPLE 256	/* distances sampled to place the cut */
 
 /* The least a scan re-ranks per batch when it shares ivfpq.rerank with siblings. */
 #define IVFPQ_MIN_SHARED_RERANK 10
@@ -146,7 +148,8 @@ typedef struct IvfpqScanOpaqueData
 	/*
 	 * Pool cut (trained 8-bit codes, no filter columns): copying every
 	 * probed entry into the pool costs more than scanning its code.  Once
-	 * the pool holds 2 x cut_keep candidates, before any is consumed, only
+	 * the pool holds IVFPQ_CUT_TRIGGER x cut_keep candidates, before any is
+	 * consumed, only
 	 * the best cut_keep (and their ties) stay; pool_cut becomes the largest
 	 * distance kept and entries farther than it are no longer copied in
 	 * (cut_dropped counts them).  So the pool holds exactly the entries of
@@ -159,6 +162,9 @@ typedef struct IvfpqScanOpaqueData
 	int64		cut_dropped;
 	float		pool_cut;		/* +infinity: no cut */
 	float		pool_floor;		/* -infinity: no floor */
+	uint16	   *window;			/* per page: entries within the window */
+	float	   *cut_scratch;	/* IvfpqCutPool's distances */
+	int64		cut_scratch_size;
 
 	/* heap access */
 	TupleTableSlot *slot;
@@ -225,6 +231,9 @@ IvfpqResetScan(IvfpqScanOpaque so)
 	so->cut_dropped = 0;
 	so->pool_cut = std::numeric_limits<float>::infinity();
 	so->pool_floor = -std::numeric_limits<float>::infinity();
+	so->window = NULL;
+	so->cut_scratch = NULL;
+	so->cut_scratch_size = 0;
 	so->decode.data = NULL;
 	so->decode.capacity = 0;
 	/* Everything above lived in the scan context (slot/fetch do not). */
@@ -280,31 +289,60 @@ IvfpqReservePool(IvfpqScanOpaque so, int64 n)
 
 /*
  * Keep the best cut_keep candidates of the pool (nothing consumed yet) and
- * their ties; the largest distance kept becomes pool_cut.
+ * their ties, in their order; the largest distance kept becomes pool_cut.
  */
 static void
 IvfpqCutPool(IvfpqScanOpaque so)
 {
 	IvfpqCandidate *pool = so->pool;
+	int64		count = so->pool_count;
 	int64		keep = so->cut_keep;
-	int64		n;
+	int64		n = 0;
+	float	   *d;
 	float		cut;
 
-	Assert(so->pool_next == 0 && so->pool_count > keep);
-	IvfpqCallCore("ivfpq scan", [&]() {
-		ivfpq::core::SelectSmallest(pool, keep, so->pool_count);
-	});
-	cut = pool[0].distance;
-	for (int64 i = 1; i < keep; i++)
-		cut = Max(cut, pool[i].distance);
-	n = keep;
-	for (int64 i = keep; i < so->pool_count; i++)
+	Assert(so->pool_next == 0 && count > keep);
+	if (so->cut_scratch_size < count)
 	{
-		if (pool[i].distance > cut)
-			so->cut_dropped++;
-		else
-			pool[n++] = pool[i];
+		if (so->cut_scratch != NULL)
+			pfree(so->cut_scratch);
+		so->cut_scratch = (float *) MemoryContextAllocHuge(so->scan_context, sizeof(float) * count * 2);
+		so->cut_scratch_size = count * 2;
 	}
+	d = so->cut_scratch;
+
+	/*
+	 * The cut from a sample of IVFPQ_CUT_SAMPLE distances, aimed a little
+	 * above the keep-th smallest; exact (nth_element) only if the sample's
+	 * cut would keep fewer than 'keep'.
+	 */
+	{
+		int64		step = Max(count / IVFPQ_CUT_SAMPLE, (int64) 1);
+		int64		samples = 0;
+		int64		rank;
+
+		for (int64 i = 0; i < count; i += step)
+			d[samples++] = pool[i].distance;
+		rank = Min(samples - 1, (int64) ((double) keep / (double) count * samples * 1.25) + 1);
+		std::nth_element(d, d + rank, d + samples);
+		cut = d[rank];
+		for (int64 i = 0; i < count; i++)
+			n += !(pool[i].distance > cut);
+		if (n < keep)
+		{
+			for (int64 i = 0; i < count; i++)
+				d[i] = pool[i].distance;
+			std::nth_element(d, d + keep - 1, d + count);
+			cut = d[keep - 1];
+		}
+		n = 0;
+	}
+	for (int64 i = 0; i < count; i++)
+	{
+		pool[n] = pool[i];
+		n += !(pool[i].distance > cut);
+	}
+	so->cut_dropped += count - n;
 	so->pool_count = n;
 	so->pool_cut = Min(cut, so->pool_cut);
 }
@@ -442,27 +480,39 @@ IvfpqScanList(IndexScanDesc scan, int list)
 			}
 			if (so->cut_enabled || so->pool_floor > -std::numeric_limits<float>::infinity())
 			{
-				/* Cut pool (no filter columns): only the entries within the window. */
+				/*
+				 * Cut pool (no filter columns): the entries within the window,
+				 * found without a branch per entry, then only their TIDs read.
+				 */
 				float		cut = so->pool_cut;
 				float		floor = so->pool_floor;
-				bool		floored = floor > -std::numeric_limits<float>::infinity();
 				const float *adc = so->adc;
+				uint16	   *window = so->window;
+				int			w = 0;
 
-				for (int i = 0; i < n; i++)
+				if (floor > -std::numeric_limits<float>::infinity())
 				{
-					float		d = adc[i];
-
-					if (d > cut)
+					for (int i = 0; i < n; i++)
 					{
-						so->cut_dropped++;
-						continue;
+						window[w] = (uint16) i;
+						w += adc[i] > floor;	/* the first pass kept the others */
 					}
-					if (floored && !(d > floor))
-						continue;	/* the first pass kept it */
-					out[k].tid = tids[i];
-					out[k].distance = d;
-					k++;
 				}
+				else
+				{
+					for (int i = 0; i < n; i++)
+					{
+						window[w] = (uint16) i;
+						w += !(adc[i] > cut);
+					}
+					so->cut_dropped += n - w;
+				}
+				for (int j = 0; j < w; j++)
+				{
+					out[j].tid = tids[window[j]];
+					out[j].distance = adc[window[j]];
+				}
+				k = w;
 			}
 			else
 			{
@@ -477,7 +527,7 @@ IvfpqScanList(IndexScanDesc scan, int list)
 				Assert(k == passed);
 			}
 			so->pool_count += k;
-			if (so->cut_enabled && so->pool_next == 0 && so->pool_count >= 2 * so->cut_keep)
+			if (so->cut_enabled && so->pool_next == 0 && so->pool_count >= IVFPQ_CUT_TRIGGER * so->cut_keep)
 				IvfpqCutPool(so);
 		}
 		buffer = IvfpqChainNext(index, buffer, BUFFER_LOCK_SHARE, NULL);
@@ -627,6 +677,8 @@ IvfpqStartScan(IndexScanDesc scan)
 	so->cut_enabled = ivfpq_pool_cut && q->trained && q->shape.nbits == 8 && so->filter == NULL;
 	so->cut_keep = Max((int64) IVFPQ_CUT_BATCHES * (so->rerank > 0 ? so->rerank : IVFPQ_UNRANKED_BATCH),
 					   (int64) IVFPQ_CUT_MIN);
+	if (so->cut_enabled)
+		so->window = (uint16 *) palloc(sizeof(uint16) * Max(q->list_page_capacity, 1));
 
 	if (q->trained)
 	{
