@@ -24,7 +24,7 @@ import psycopg
 import datasets
 import pgclient
 from ivfpq_bench import create_index, default_results_path, int_list, log, measure
-from nbits_ab import backend_cpu_seconds
+from pgclient import backend_cpu_seconds
 
 
 def parse_args():

@@ -27,6 +27,7 @@ import psycopg
 
 import datasets
 import pgclient
+from pgclient import backend_cpu_seconds
 from ivfpq_bench import create_index, default_results_path, int_list, log, measure
 
 TARGETS = (0.95, 0.98, 0.99)
@@ -50,13 +51,6 @@ def parse_args():
 def best_at(rows, target, key="qps"):
     ok = [r for r in rows if r["recall@10"] >= target]
     return max(ok, key=lambda r: r[key]) if ok else None
-
-
-def backend_cpu_seconds(pid):
-    """utime + stime of a process on this machine, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():

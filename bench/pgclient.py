@@ -14,6 +14,7 @@
 """
 
 import datetime
+import os
 import re
 import struct
 import time
@@ -160,9 +161,19 @@ def knn_sql(metric="l2", k=10, table="items"):
     return f"SELECT id FROM {table} ORDER BY embedding {OPERATORS[metric]} %b LIMIT {k}"
 
 
-def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=None):
+def backend_cpu_seconds(pid):
+    """utime + stime of a process on this machine (a backend of a local server), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=None, cpu=None):
     """Run each query alone through one prepared statement (the k-NN query of knn_sql(), or sql
-    with one vector parameter); return (ids, latencies in s)."""
+    with one vector parameter); return (ids, latencies in s).  With a dict as cpu, also store
+    the CPU seconds the timed queries took in the backend (cpu["backend_s"], from /proc: a local
+    server) and in this client process (cpu["client_s"]): on a shared machine CPU time is far
+    steadier than wall-clock time."""
     sql = sql or knn_sql(metric, k, table)
     params = [Vector(q) for q in queries]
     with conn.cursor(binary=True) as cur:
@@ -171,12 +182,17 @@ def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=
             cur.fetchall()
         ids = []
         latencies = np.empty(len(params))
+        if cpu is not None:
+            backend0, client0 = backend_cpu_seconds(conn.info.backend_pid), time.process_time()
         for i, p in enumerate(params):
             t0 = time.perf_counter()
             cur.execute(sql, (p,), prepare=True)
             rows = cur.fetchall()
             latencies[i] = time.perf_counter() - t0
             ids.append([r[0] for r in rows])
+        if cpu is not None:
+            cpu["backend_s"] = backend_cpu_seconds(conn.info.backend_pid) - backend0
+            cpu["client_s"] = time.process_time() - client0
     return ids, latencies
 
 
