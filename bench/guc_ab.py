@@ -18,12 +18,9 @@ import json
 import statistics
 import time
 
-import numpy as np
-import psycopg
-
-import datasets
 import pgclient
 from ivfpq_bench import create_index, default_results_path, int_list, log, measure
+from nbits_ab import open_ab
 from pgclient import backend_cpu_seconds
 
 
@@ -47,14 +44,7 @@ def parse_args():
 def main():
     args = parse_args()
     values = [v.strip() for v in args.values.split(",") if v.strip()]
-    ds = datasets.load(args.dataset)
-    nq = min(args.nqueries, ds.queries.shape[0])
-    queries = np.asarray(ds.queries[:nq], dtype=np.float32)
-    spare = pgclient.warmup_queries(ds, nq, args.warmup)
-    truth = ds.ground_truth("l2")[:nq]
-    conn = psycopg.connect(autocommit=True)
-    conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
-    pgclient.register_vector(conn)
+    ds, nq, queries, spare, truth, conn = open_ab(args)
 
     pgclient.load_table(conn, ds.base, table="items", log=lambda *a: None)
     pgclient.prewarm(conn, "items")

@@ -423,29 +423,28 @@ def markdown(result):
                          f"| {fmt(a['cpu_qps'] / b['cpu_qps'] if a and b and a.get('cpu_qps') and b.get('cpu_qps') else None, '.2f')} |")
         lines.append("")
     if cmp_.get("qps_at_recall"):
-        lines += ["## Best QPS at a recall target", "",
-                  "| recall@10 >= | ivfpq QPS (probes, rerank, recall) | FAISS QPS (nprobe, rerank, recall) "
-                  "| ivfpq / FAISS |", "|---|---|---|---|"]
-        for target, c in cmp_["qps_at_recall"].items():
-            a, b = c["ivfpq"], c["faiss"]
-            sa = f"{a['qps']:.1f} ({a['probes']}, {a['rerank']}, {a['recall@10']:.3f})" if a else "not reached"
-            sb = f"{b['qps']:.1f} ({b['nprobe']}, {b['rerank']}, {b['recall@10']:.3f})" if b else "not reached"
-            lines.append(f"| {target} | {sa} | {sb} | {fmt(c['ratio'], '.2f')} |")
-        lines.append("")
+        lines += best_at_table("## Best QPS at a recall target", [], "QPS", "qps", cmp_["qps_at_recall"])
     if cmp_.get("cpu_qps_at_recall"):
-        lines += ["## Best CPU QPS at a recall target", "",
-                  "Queries per CPU second: ivfpq's backend and client process together, FAISS's process "
-                  "(steadier than wall-clock QPS on a shared machine; the client's protocol work counts "
-                  "against ivfpq).", "",
-                  "| recall@10 >= | ivfpq CPU QPS (probes, rerank, recall) | FAISS CPU QPS (nprobe, rerank, recall) "
-                  "| ivfpq / FAISS |", "|---|---|---|---|"]
-        for target, c in cmp_["cpu_qps_at_recall"].items():
-            a, b = c["ivfpq"], c["faiss"]
-            sa = f"{a['cpu_qps']:.1f} ({a['probes']}, {a['rerank']}, {a['recall@10']:.3f})" if a else "not reached"
-            sb = f"{b['cpu_qps']:.1f} ({b['nprobe']}, {b['rerank']}, {b['recall@10']:.3f})" if b else "not reached"
-            lines.append(f"| {target} | {sa} | {sb} | {fmt(c['ratio'], '.2f')} |")
-        lines.append("")
+        lines += best_at_table(
+            "## Best CPU QPS at a recall target",
+            ["Queries per CPU second: ivfpq's backend and client process together, FAISS's process "
+             "(on a shared machine CPU time is steadier than wall-clock time; the client's protocol "
+             "work counts against ivfpq).", ""],
+            "CPU QPS", "cpu_qps", cmp_["cpu_qps_at_recall"])
     return "\n".join(lines)
+
+
+def best_at_table(title, intro, label, key, best):
+    """Markdown lines: per recall target, each side's best (compare()) and the ratio."""
+    lines = [title, ""] + intro + [
+        f"| recall@10 >= | ivfpq {label} (probes, rerank, recall) | FAISS {label} (nprobe, rerank, recall) "
+        "| ivfpq / FAISS |", "|---|---|---|---|"]
+    for target, c in best.items():
+        a, b = c["ivfpq"], c["faiss"]
+        sa = f"{a[key]:.1f} ({a['probes']}, {a['rerank']}, {a['recall@10']:.3f})" if a else "not reached"
+        sb = f"{b[key]:.1f} ({b['nprobe']}, {b['rerank']}, {b['recall@10']:.3f})" if b else "not reached"
+        lines.append(f"| {target} | {sa} | {sb} | {fmt(c['ratio'], '.2f')} |")
+    return lines + [""]
 
 
 def summary_lines(result):

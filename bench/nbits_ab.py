@@ -53,8 +53,11 @@ def best_at(rows, target, key="qps"):
     return max(ok, key=lambda r: r[key]) if ok else None
 
 
-def main():
-    args = parse_args()
+def open_ab(args):
+    """What an interleaved A/B benchmark starts from: the dataset, its first
+    --nqueries queries, --warmup spare ones, their ground truth (L2) and a
+    connection (autocommit, libpq environment) with the extension created.
+    Returns (ds, nq, queries, spare, truth, conn)."""
     ds = datasets.load(args.dataset)
     nq = min(args.nqueries, ds.queries.shape[0])
     queries = np.asarray(ds.queries[:nq], dtype=np.float32)
@@ -63,6 +66,12 @@ def main():
     conn = psycopg.connect(autocommit=True)
     conn.execute("CREATE EXTENSION IF NOT EXISTS ivfpq")
     pgclient.register_vector(conn)
+    return ds, nq, queries, spare, truth, conn
+
+
+def main():
+    args = parse_args()
+    ds, nq, queries, spare, truth, conn = open_ab(args)
 
     sides = {"8-bit": ("items8", f"lists = {args.lists}, m = {args.m8}"),
              "4-bit": ("items4", f"lists = {args.lists}, m = {args.m4}, nbits = 4")}
