@@ -149,10 +149,9 @@ typedef struct IvfpqScanOpaqueData
 	 * Pool cut (trained 8-bit codes, no filter columns): copying every
 	 * probed entry into the pool costs more than scanning its code.  Once
 	 * the pool holds IVFPQ_CUT_TRIGGER x cut_keep candidates, before any is
-	 * consumed, only
-	 * the best cut_keep (and their ties) stay; pool_cut becomes the largest
-	 * distance kept and entries farther than it are no longer copied in
-	 * (cut_dropped counts them).  So the pool holds exactly the entries of
+	 * consumed, only the best cut_keep (and their ties) stay; pool_cut
+	 * becomes the largest distance kept and entries farther than it are no
+	 * longer copied in (cut_dropped counts them).  So the pool holds exactly the entries of
 	 * the probed lists at most pool_cut away.  When it runs dry with entries
 	 * dropped, the probed lists are scanned again for the entries farther
 	 * than pool_cut (pool_floor), and cutting stops.
@@ -940,7 +939,7 @@ IvfpqNextBatch(IndexScanDesc scan)
 	int64		remaining;
 	bool		exact = so->rerank > 0 || !q->trained;
 	int64		take;
-	IvfpqCandidate *first = so->pool + so->pool_next;
+	IvfpqCandidate *first;
 	MemoryContext old_context;
 
 	int64		carried = so->batch_count - so->batch_next;
