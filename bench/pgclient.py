@@ -172,7 +172,8 @@ def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=
     """Run each query alone through one prepared statement (the k-NN query of knn_sql(), or sql
     with one vector parameter); return (ids, latencies in s).  With a dict as cpu, also store
     the CPU seconds the timed queries took in the backend (cpu["backend_s"], from /proc: a local
-    server) and in this client process (cpu["client_s"]): on a shared machine CPU time is far
+    server) and in this client's thread (cpu["client_s"]; the thread's, so that idle library threads
+    spinning in the process, such as OpenBLAS's, do not count): on a shared machine CPU time is
     steadier than wall-clock time."""
     sql = sql or knn_sql(metric, k, table)
     params = [Vector(q) for q in queries]
@@ -183,7 +184,7 @@ def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=
         ids = []
         latencies = np.empty(len(params))
         if cpu is not None:
-            backend0, client0 = backend_cpu_seconds(conn.info.backend_pid), time.process_time()
+            backend0, client0 = backend_cpu_seconds(conn.info.backend_pid), time.thread_time()
         for i, p in enumerate(params):
             t0 = time.perf_counter()
             cur.execute(sql, (p,), prepare=True)
@@ -192,7 +193,7 @@ def run_queries(conn, queries, metric="l2", k=10, table="items", warmup=(), sql=
             ids.append([r[0] for r in rows])
         if cpu is not None:
             cpu["backend_s"] = backend_cpu_seconds(conn.info.backend_pid) - backend0
-            cpu["client_s"] = time.process_time() - client0
+            cpu["client_s"] = time.thread_time() - client0
     return ids, latencies
 
 
