@@ -1,7 +1,7 @@
 # Two streaming hot standbys serving k-NN queries while their primary takes
 # writes: pgbench clients query both standbys through the ivfpq index while
-# the primary inserts, deletes, VACUUMs and rebuilds the index (REINDEX
-# CONCURRENTLY); no query fails, and once each standby has caught up its
+# the primary inserts, deletes, VACUUMs and rebuilds the index (REINDEX);
+# no query fails, and once each standby has caught up its
 # answers (at the default settings and with every list probed) equal the
 # primary's.  Both servers preload ivfpq (the README's set-up): the background
 # worker runs on the primary only, starts on the standby when it is promoted,
@@ -137,7 +137,12 @@ while (time - $started < $seconds - 1)
 	$primary->safe_psql('postgres', 'DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY random() LIMIT 150)');
 	$primary->safe_psql('postgres', 'VACUUM items');
 	$writes++;
-	$primary->safe_psql('postgres', 'REINDEX INDEX CONCURRENTLY items_embedding_idx') if $writes == 2;
+	# A plain REINDEX: the index keeps its OID and the standby's queries wait
+	# for its replay.  REINDEX CONCURRENTLY drops the old index's OID, and a
+	# standby query being planned at that moment fails with "could not open
+	# relation with OID" (Postgres's behaviour with any index type: the
+	# primary does not wait for standby queries; README, Read replicas).
+	$primary->safe_psql('postgres', 'REINDEX INDEX items_embedding_idx') if $writes == 2;
 }
 for my $i (0, 1)
 {
