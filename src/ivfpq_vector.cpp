@@ -104,12 +104,14 @@ DatumGetVectorBuffered(Datum value, VectorDecodeBuffer *buffer)
 		}
 		if (ivfpq::core::PglzDecompress((const uint8_t *) VARDATA_4B_C(raw),
 										VARSIZE_4B(raw) - VARHDRSZ_COMPRESSED,
-										(uint8_t *) buffer->data + VARHDRSZ, raw_size))
+										(uint8_t *) buffer->data + VARHDRSZ, raw_size) &&
+			VARHDRSZ + raw_size >= offsetof(Vector, x) &&
+			VECTOR_SIZE(((Vector *) buffer->data)->dim) == VARHDRSZ + raw_size)
 		{
 			SET_VARSIZE(buffer->data, VARHDRSZ + raw_size);
 			return (Vector *) buffer->data;
 		}
-		/* Malformed: the server's decoder reports it. */
+		/* Malformed, or not the size its dimensions say: the server's way. */
 	}
 	return DatumGetVector(value);
 }
