@@ -14,12 +14,11 @@ results/<name>.{md,json}.  Made for changes that leave the answers alone
       --guc ivfpq.pool_cut --values off,on --probes 32,64 --rerank 50,100
 """
 import argparse
-import json
 import statistics
 import time
 
 import pgclient
-from ivfpq_bench import create_index, default_results_path, int_list, log, measure
+from ivfpq_bench import create_index, default_results_path, int_list, log, measure, write_results
 from nbits_ab import open_ab
 from pgclient import backend_cpu_seconds
 
@@ -99,12 +98,8 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     path = args.results or default_results_path(ds.name, prefix="guc-ab-")
-    with open(path + ".md", "w") as f:
-        f.write(text)
-    with open(path + ".json", "w") as f:
-        json.dump({"args": vars(args), "sql": sql, "build_s": build_s, "index_bytes": size, "rows": rows}, f,
-                  indent=1, default=str)
-    log(f"results: {path}.md, {path}.json")
+    write_results({"args": vars(args), "sql": sql, "build_s": build_s, "index_bytes": size, "rows": rows},
+                  path, text, [])
 
 
 if __name__ == "__main__":

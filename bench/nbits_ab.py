@@ -17,8 +17,6 @@ per backend CPU second).
   IVFPQ_BENCH_SCRIPT=nbits_ab.py bash bench/run.sh siftlike:156000 --lists 400 --m8 16 --m4 32
 """
 import argparse
-import json
-import os
 import statistics
 import time
 
@@ -28,7 +26,7 @@ import psycopg
 import datasets
 import pgclient
 from pgclient import backend_cpu_seconds
-from ivfpq_bench import create_index, default_results_path, int_list, log, measure
+from ivfpq_bench import create_index, default_results_path, int_list, log, measure, write_results
 
 TARGETS = (0.95, 0.98, 0.99)
 
@@ -134,11 +132,8 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     path = args.results or default_results_path(ds.name, prefix="nbits-ab-")
-    with open(path + ".md", "w") as f:
-        f.write(text)
-    with open(path + ".json", "w") as f:
-        json.dump({"args": vars(args), "built": built, "rows": rows, "summary": summary}, f, indent=1, default=str)
-    log(f"results: {path}.md, {path}.json")
+    write_results({"args": vars(args), "built": built, "rows": rows, "summary": summary},
+                  path, text, [])
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ Compare with FAISS's CPU per query in ivfpq_bench's "CPU QPS" columns.
       --settings 16/20,32/50,64/100 --results bench/results/query-cpu-siftlike-200000
 """
 import argparse
-import json
 import time
 
 import pgclient
-from ivfpq_bench import create_index, default_results_path, log
+from ivfpq_bench import create_index, default_results_path, log, write_results
 from nbits_ab import open_ab
 
 
@@ -63,11 +62,8 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     path = args.results or default_results_path(ds.name, prefix="query-cpu-")
-    with open(path + ".md", "w") as f:
-        f.write(text)
-    with open(path + ".json", "w") as f:
-        json.dump({"args": vars(args), "sql": sql, "rows": rows}, f, indent=1)
-    log(f"results: {path}.md, {path}.json")
+    write_results({"args": vars(args), "sql": sql, "rows": rows},
+                  path, text, [])
 
 
 if __name__ == "__main__":
